@@ -1,0 +1,43 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each creates the
+# virtualenv when it is missing and installs what it needs, so a clean clone works.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck check bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Stamp files so a second `make` does not reinstall; they depend on pyproject.toml so a
+# new dependency is picked up.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/canaryctl demo
+
+test: $(VENV)/.installed-test
+	bash tests/system_deps.sh
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check canary analysis providers mesh cli tests benchmarks
+	$(BIN)/mypy
+
+check: lint test
+
+bench: $(VENV)/.installed-test
+	bash tests/system_deps.sh --bench
+	$(BIN)/python benchmarks/judge_sim.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

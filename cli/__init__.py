@@ -1,0 +1,1 @@
+"""The `canaryctl` command: thin typed functions over the other packages."""

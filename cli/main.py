@@ -1,0 +1,33 @@
+"""Entry point of `canaryctl`. Each command lives in its own module and registers itself
+here; heavy imports (scipy, the controller) happen inside the commands so `--help` is fast."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="canaryctl",
+    help="Canary analysis and progressive delivery with a built-in proxy mesh.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+mesh_app = typer.Typer(help="The built-in proxy mesh.", no_args_is_help=True)
+app.add_typer(mesh_app, name="mesh")
+
+
+def _register() -> None:
+    # One line per command module; each defines register(app, mesh_app).
+    from cli import commands_analyze
+
+    for module in (commands_analyze,):
+        module.register(app, mesh_app)
+
+
+def main() -> None:
+    _register()
+    app()
+
+
+if __name__ == "__main__":
+    main()
