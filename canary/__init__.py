@@ -1,0 +1,1 @@
+"""The controller: rollout spec, step state machine, store, hooks, HTTP API."""

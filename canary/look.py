@@ -1,0 +1,117 @@
+"""One look: fetch every metric of both versions for a window, concurrently, and judge it.
+
+A provider that fails or a must-have metric without data makes the whole look an Error
+measurement: never a Pass (Kayenta's users lost canaries to empty data that passed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from analysis.judge import Decision, Judge, LookOutcome
+from analysis.metric_data import SCOPES, MetricData, MetricPair, Scope
+from canary.spec import AnalysisSpec, MetricSpec
+from providers.provider import MetricProvider, MetricQuery, ProviderError, Window
+
+# Per-fetch ceiling on top of each provider's own request timeouts, so one stuck source
+# cannot stall a rollout.
+FETCH_TIMEOUT = 30.0
+
+
+@dataclass
+class LookResult:
+    phase: str  # Successful | Failed | Inconclusive | Error (Argo Rollouts' measurement phases)
+    decision: Decision | None
+    outcome: LookOutcome | None
+    message: str
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def result_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"errors": self.errors}
+        if self.outcome is not None:
+            out["judgeResult"] = self.outcome.result.to_kayenta()
+        return out
+
+
+PHASE_OF_DECISION = {
+    Decision.CONTINUE: "Successful",
+    Decision.PROMOTE: "Successful",
+    Decision.ROLLBACK: "Failed",
+    Decision.INCONCLUSIVE: "Inconclusive",
+}
+
+
+async def _fetch(
+    provider: MetricProvider, metric: MetricSpec, scope: Scope, service: str, window: Window
+) -> MetricData:
+    query = MetricQuery(
+        metric=metric.name, query=metric.query, scope=scope, service=service, version=scope,
+        window=window, kind=metric.kind,
+    )
+    try:
+        return await asyncio.wait_for(provider.fetch(query), FETCH_TIMEOUT)
+    except TimeoutError:
+        raise ProviderError(provider.name, f"{metric.name} ({scope}): no answer within "
+                            f"{FETCH_TIMEOUT:.0f}s") from None
+
+
+async def fetch_all(
+    analysis: AnalysisSpec,
+    providers: Mapping[str, MetricProvider],
+    service: str,
+    window: Window,
+) -> tuple[dict[str, MetricPair], dict[str, str]]:
+    """Every metric for both versions, fetched concurrently; errors by metric name."""
+    jobs = []
+    keys: list[tuple[str, Scope]] = []
+    for metric in analysis.metrics:
+        provider = providers[metric.provider]
+        for scope in SCOPES:
+            jobs.append(_fetch(provider, metric, scope, service, window))
+            keys.append((metric.name, scope))
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    got: dict[str, dict[Scope, MetricData]] = {}
+    errors: dict[str, str] = {}
+    for (name, scope), res in zip(keys, results, strict=True):
+        if isinstance(res, BaseException):
+            if not isinstance(res, Exception):
+                raise res
+            text = str(res) if isinstance(res, ProviderError) else f"{type(res).__name__}: {res}"
+            errors.setdefault(name, text)
+        else:
+            got.setdefault(name, {})[scope] = res
+    pairs = {
+        name: MetricPair(baseline=sides["baseline"], canary=sides["canary"])
+        for name, sides in got.items()
+        if name not in errors
+    }
+    return pairs, errors
+
+
+async def take_look(
+    analysis: AnalysisSpec,
+    providers: Mapping[str, MetricProvider],
+    judge: Judge,
+    service: str,
+    window: Window,
+    state: Mapping[str, Any] | None,
+    final: bool,
+) -> LookResult:
+    pairs, errors = await fetch_all(analysis, providers, service, window)
+    for metric in analysis.metrics:
+        pair = pairs.get(metric.name)
+        if pair is not None and metric.must_have_data and (pair.baseline.empty or pair.canary.empty):
+            side = "baseline" if pair.baseline.empty else "canary"
+            errors[metric.name] = f"no data for the {side} in this window"
+    if errors:
+        summary = "; ".join(f"{k}: {v}" for k, v in sorted(errors.items()))
+        return LookResult("Error", None, None, f"measurement error: {summary}", errors)
+    outcome = await asyncio.to_thread(
+        judge.look, pairs, analysis.metric_configs(), analysis.score_thresholds(), state, final
+    )
+    return LookResult(
+        PHASE_OF_DECISION[outcome.decision], outcome.decision, outcome, outcome.result.reason
+    )

@@ -1,0 +1,157 @@
+"""Running one rollout from the command line: lock, controller, live view, reports, and the
+exit code pipelines read."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from canary.controller import Controller, OperationalError, spec_hash
+from canary.input_error import InputError
+from canary.report_files import write_reports
+from canary.rollout_setup import make_judge, make_providers, mesh_token
+from canary.spec import Rollout
+from canary.store import RolloutRecord, Store
+from canary.traffic_router import MeshRouter
+from cli import exit_codes
+from cli.live_view import Watcher
+
+
+@dataclass
+class RunOptions:
+    state_dir: Path
+    report_dir: Path | None
+    live: bool
+    json_output: bool = False
+    restart: bool = False
+
+
+class RolloutLock:
+    """One controller per rollout: an flock the kernel releases when the process dies,
+    so a SIGKILLed run never blocks the run that resumes it."""
+
+    def __init__(self, state_dir: Path, name: str) -> None:
+        lock_dir = state_dir / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        self.path = lock_dir / f"{name}.lock"
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> RolloutLock:
+        f = open(self.path, "a+")  # noqa: SIM115 (held for the lock's lifetime)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise OperationalError(
+                f"rollout is being run by another canaryctl process (lock {self.path})"
+            ) from None
+        self._file = f
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+
+
+def exit_code_of(rec: RolloutRecord) -> int:
+    return exit_codes.PROMOTED if rec.phase == "Promoted" else exit_codes.ROLLED_BACK
+
+
+async def _run(rollout: Rollout, source: str, store: Store, opts: RunOptions) -> RolloutRecord:
+    spec = rollout.spec
+    existing = store.get_rollout(rollout.metadata.name)
+    if (existing is not None and not existing.terminal and not opts.restart
+            and existing.spec_hash != spec_hash(rollout)):
+        raise InputError(source, "metadata.name",
+                         f"rollout {rollout.metadata.name!r} is in progress with a different "
+                         f"spec (from {existing.source or 'another file'}); abort it first or "
+                         "pass --restart")
+    if existing is not None and opts.restart and not existing.terminal:
+        store.update_rollout(existing.name, phase="Aborted", message="replaced by --restart")
+    token = mesh_token(spec.mesh, source)
+    providers = make_providers(rollout, source, token)
+    judge = make_judge(spec.analysis)
+    router = MeshRouter(spec.mesh.admin, token, spec.service)
+    watcher = Watcher(store, rollout.metadata.name, opts.live,
+                      out=sys.stderr if opts.json_output else sys.stdout)
+    controller = Controller(rollout, store, router, providers, judge, source=source,
+                            on_change=watcher.refresh)
+    watcher.start()
+    try:
+        return await controller.run()
+    finally:
+        watcher.stop()
+        await router.aclose()
+        for provider in providers.values():
+            await provider.aclose()
+
+
+MakeRollout = Callable[[AsyncExitStack], Awaitable[Rollout]]
+
+
+async def _execute(source: str, opts: RunOptions, make: MakeRollout
+                   ) -> tuple[RolloutRecord, dict[str, Path]]:
+    async with AsyncExitStack() as stack:
+        rollout = await make(stack)
+        store = Store(opts.state_dir)
+        stack.callback(store.close)
+        stack.enter_context(RolloutLock(opts.state_dir, rollout.metadata.name))
+        rec = await _run(rollout, source, store, opts)
+        report_dir = opts.report_dir or opts.state_dir / "reports"
+        return rec, write_reports(store, rec, report_dir)
+    raise AssertionError("unreachable")  # pragma: no cover  (mypy: AsyncExitStack may swallow)
+
+
+def execute(source: str, opts: RunOptions, make: MakeRollout) -> int:
+    """Run (or resume) a rollout to its end; returns the exit code pipelines read.
+
+    `make` builds the Rollout inside the run's exit stack, so whatever it starts (the
+    demo's processes) is stopped when the run ends, however it ends."""
+    try:
+        rec, paths = asyncio.run(_execute(source, opts, make))
+    except InputError as exc:
+        print(str(exc), file=sys.stderr)
+        return exit_codes.INVALID_INPUT
+    except OperationalError as exc:
+        print(f"{source}: cannot finish the rollout: {exc}", file=sys.stderr)
+        return exit_codes.OPERATIONAL
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the rollout stays where it is; `canaryctl resume NAME` "
+              "continues it, `canaryctl abort NAME` rolls it back", file=sys.stderr)
+        return 130
+    summary = {"name": rec.name, "phase": rec.phase, "verdict": rec.verdict,
+               "reason": rec.message, "reports": {k: str(v) for k, v in paths.items()}}
+    if opts.json_output:
+        print(json.dumps(summary))
+    else:
+        print(f"{rec.name}: {rec.phase}: {rec.message}")
+        for fmt, path in paths.items():
+            print(f"report ({fmt}): {path}")
+    return exit_code_of(rec)
+
+
+def loaded(rollout: Rollout) -> MakeRollout:
+    async def make(stack: AsyncExitStack) -> Rollout:
+        return rollout
+
+    return make
+
+
+def state_dir_option(value: Path | None) -> Path:
+    if value is not None:
+        return value
+    env = os.environ.get("CANARYCTL_STATE_DIR")
+    if env:
+        return Path(env)
+    from canary.store import default_state_dir
+
+    return default_state_dir()
