@@ -81,7 +81,7 @@ class DemoEnvironment:
             ])
             ports[name] = int(ready["port"])
         ready = await self._spawn("proxy", [
-            sys.executable, "-m", "mesh", "proxy",
+            sys.executable, "-m", "mesh",
             "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
             "--admin-token-file", self.token_file,
             "--service", "demo",
@@ -89,8 +89,8 @@ class DemoEnvironment:
             "--version", f"canary=127.0.0.1:{ports['canary']}",
             "--weight", "baseline=100", "--weight", "canary=0",
         ])
-        self.listen_port = int(ready["listen_port"])
-        self.admin_url = f"http://127.0.0.1:{int(ready['admin_port'])}"
+        self.listen_port = int(str(ready["listeners"][0]).rsplit(":", 1)[1])
+        self.admin_url = str(ready["admin_url"])
         await self._spawn("loadgen", [
             sys.executable, str(DEMO_DIR / "loadgen.py"), "--target",
             f"127.0.0.1:{self.listen_port}", "--host-header", "demo", "--rate", str(self.rate),

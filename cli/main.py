@@ -18,9 +18,9 @@ app.add_typer(mesh_app, name="mesh")
 
 def _register() -> None:
     # One line per command module; each defines register(app, mesh_app).
-    from cli import commands_analyze
+    from cli import commands_analyze, commands_demo, commands_rollout
 
-    for module in (commands_analyze,):
+    for module in (commands_analyze, commands_rollout, commands_demo):
         module.register(app, mesh_app)
 
 
