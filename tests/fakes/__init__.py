@@ -1,0 +1,1 @@
+"""Loopback fakes of services that cannot run here, each held to the vendor's contract."""
