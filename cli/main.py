@@ -18,9 +18,11 @@ app.add_typer(mesh_app, name="mesh")
 
 def _register() -> None:
     # One line per command module; each defines register(app, mesh_app).
-    from cli import commands_analyze, commands_demo, commands_rollout
+    from cli import commands_analyze, commands_demo, commands_mesh, commands_rollout
+    from cli import commands_serve
 
-    for module in (commands_analyze, commands_rollout, commands_demo):
+    for module in (commands_analyze, commands_rollout, commands_demo, commands_mesh,
+                   commands_serve):
         module.register(app, mesh_app)
 
 
