@@ -114,6 +114,9 @@ class MannWhitneyJudge:
     interval ends exactly; the default solves them precisely."""
 
     name = "mann-whitney"
+    # Kayenta judges everything since the canary started at every look, so the
+    # controller hands it the cumulative window rather than the step's.
+    cumulative = True
 
     def __init__(self, group_weights: Mapping[str, float] | None = None,
                  root_tolerance: float | None = None) -> None:

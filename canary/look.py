@@ -7,12 +7,14 @@ measurement: never a Pass (Kayenta's users lost canaries to empty data that pass
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.judge import Decision, Judge, LookOutcome
 from analysis.metric_data import SCOPES, MetricData, MetricPair, Scope
+from analysis.report import summarize_side
 from canary.spec import AnalysisSpec, MetricSpec
 from providers.provider import MetricProvider, MetricQuery, ProviderError, Window
 
@@ -28,9 +30,17 @@ class LookResult:
     outcome: LookOutcome | None
     message: str
     errors: dict[str, str] = field(default_factory=dict)
+    # Per metric and version, the compact distribution of analysis.report.summarize_side,
+    # so reports can chart both versions and the live view can show request rates.
+    sides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    window: tuple[float, float] | None = None
 
     def result_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"errors": self.errors}
+        if self.sides:
+            out["sides"] = self.sides
+        if self.window is not None:
+            out["window"] = list(self.window)
         if self.outcome is not None:
             out["judgeResult"] = self.outcome.result.to_kayenta()
         return out
@@ -49,7 +59,7 @@ async def _fetch(
 ) -> MetricData:
     query = MetricQuery(
         metric=metric.name, query=metric.query, scope=scope, service=service, version=scope,
-        window=window, kind=metric.kind,
+        window=window, kind=metric.kind, variables=dict(metric.variables),
     )
     try:
         return await asyncio.wait_for(provider.fetch(query), FETCH_TIMEOUT)
@@ -103,15 +113,39 @@ async def take_look(
     pairs, errors = await fetch_all(analysis, providers, service, window)
     for metric in analysis.metrics:
         pair = pairs.get(metric.name)
-        if pair is not None and metric.must_have_data and (pair.baseline.empty or pair.canary.empty):
+        missing = pair is not None and (pair.baseline.empty or pair.canary.empty)
+        if pair is not None and metric.must_have_data and missing:
             side = "baseline" if pair.baseline.empty else "canary"
             errors[metric.name] = f"no data for the {side} in this window"
+    sides = {name: {"baseline": summarize_side(pair.baseline),
+                    "canary": summarize_side(pair.canary)} for name, pair in pairs.items()}
+    seen = (window.start, window.end)
     if errors:
         summary = "; ".join(f"{k}: {v}" for k, v in sorted(errors.items()))
-        return LookResult("Error", None, None, f"measurement error: {summary}", errors)
+        return LookResult("Error", None, None, f"measurement error: {summary}", errors,
+                          sides, seen)
     outcome = await asyncio.to_thread(
         judge.look, pairs, analysis.metric_configs(), analysis.score_thresholds(), state, final
     )
     return LookResult(
-        PHASE_OF_DECISION[outcome.decision], outcome.decision, outcome, outcome.result.reason
+        PHASE_OF_DECISION[outcome.decision], outcome.decision, outcome, describe(outcome),
+        sides=sides, window=seen,
     )
+
+
+def describe(outcome: LookOutcome) -> str:
+    """One line a person reads in events and reports: the judge's own reason, or the
+    verdict with the score and the metrics that pulled it down."""
+    result = outcome.result
+    if result.reason:
+        return result.reason
+    bad = [r for r in result.results
+           if r.classification.value in ("High", "Low", "NodataFailMetric", "Error")]
+    parts = []
+    for r in bad:
+        effect = r.evidence.effect
+        shown = f" ({effect:+.1%})" if effect is not None and math.isfinite(effect) else ""
+        parts.append(f"{r.name} {r.classification.value}{shown}"
+                     + (" [critical]" if r.critical else ""))
+    tail = f": {', '.join(parts)}" if parts else ": every metric passed"
+    return f"score {result.score:g} ({result.verdict.value}){tail}"

@@ -15,6 +15,7 @@ from analysis.report import (
     report_json,
     report_markdown,
 )
+from analysis.report_html import report_html
 from canary.store import RolloutRecord, Store
 
 _SECRET_KEYS = ("token", "key", "password", "secret", "authorization")
@@ -36,6 +37,7 @@ def redact(value: Any, key: str = "") -> Any:
 
 def _metric_looks(result: dict[str, Any]) -> tuple[MetricLook, ...]:
     judged = result.get("judgeResult") or {}
+    sides = result.get("sides") or {}
     return tuple(
         MetricLook(
             name=r["name"], classification=r["classification"],
@@ -43,6 +45,8 @@ def _metric_looks(result: dict[str, Any]) -> tuple[MetricLook, ...]:
             baseline=r.get("controlMetadata", {}).get("stats", {}),
             canary=r.get("experimentMetadata", {}).get("stats", {}),
             evidence=r.get("evidence", {}),
+            baseline_dist=sides.get(r["name"], {}).get("baseline", {}),
+            canary_dist=sides.get(r["name"], {}).get("canary", {}),
         )
         for r in judged.get("results", [])
     )
@@ -83,15 +87,26 @@ def build_report(store: Store, rec: RolloutRecord) -> Report:
     )
 
 
+REPORT_FORMATS = ("json", "md", "html")
+
+
+def render_report(report: Report, fmt: str) -> str:
+    """The report as text in one of REPORT_FORMATS."""
+    if fmt == "json":
+        return json.dumps(report_json(report), indent=2) + "\n"
+    if fmt == "md":
+        return report_markdown(report)
+    if fmt == "html":
+        return report_html(report)
+    raise ValueError(f"unknown report format {fmt!r}; expected one of {REPORT_FORMATS}")
+
+
 def write_reports(store: Store, rec: RolloutRecord, report_dir: Path) -> dict[str, Path]:
-    """Writes the JSON and Markdown reports; returns their paths by format."""
+    """Writes the JSON, Markdown and HTML reports; returns their paths by format."""
     report = build_report(store, rec)
     report_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": report_dir / f"{rec.name}.json",
-        "md": report_dir / f"{rec.name}.md",
-    }
-    paths["json"].write_text(json.dumps(report_json(report), indent=2) + "\n", encoding="utf-8")
-    paths["md"].write_text(report_markdown(report), encoding="utf-8")
+    paths = {fmt: report_dir / f"{rec.name}.{fmt}" for fmt in REPORT_FORMATS}
+    for fmt, path in paths.items():
+        path.write_text(render_report(report, fmt), encoding="utf-8")
     store.update_rollout(rec.name, report_dir=str(report_dir))
     return paths

@@ -40,8 +40,10 @@ def mesh_token(mesh: MeshRef, source: str) -> str:
 
 
 def make_providers(rollout: Rollout, source: str, token: str) -> dict[str, MetricProvider]:
-    """One provider instance per name used by the spec's metrics."""
+    """One provider instance per name used by the spec's metrics. Relative paths in
+    provider settings are relative to the spec file."""
     from providers.mesh import MeshProvider
+    from providers.provider import ProviderError
 
     spec = rollout.spec
     built: dict[str, MetricProvider] = {}
@@ -54,8 +56,11 @@ def make_providers(rollout: Rollout, source: str, token: str) -> dict[str, Metri
             continue
         from providers.factory import build_metric_provider
 
+        base_dir = Path(source).resolve().parent if Path(source).exists() else None
         try:
-            built[name] = build_metric_provider(name, spec.providers[name])
-        except ValueError as exc:
+            built[name] = build_metric_provider(name, spec.providers[name], base_dir=base_dir)
+        except (ValueError, ProviderError) as exc:
+            # Typically a credential that cannot be read: the message names the variable
+            # or file, never the value.
             raise InputError(source, f"spec.providers.{name}", str(exc)) from exc
     return built

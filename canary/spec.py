@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from analysis.metric_config import Direction, EffectSize, MetricConfig, Thresholds
+from providers.settings import ProviderSettings
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -117,6 +118,9 @@ class MetricSpec(_Model):
     provider: str = "mesh"
     query: str = Field(min_length=1)
     kind: Literal["auto", "series", "histogram", "counts"] = "auto"
+    # Extra template values; `trials` is the denominator query of a `kind: counts` metric
+    # on Prometheus or Datadog (e.g. all requests, when `query` counts the errors).
+    variables: dict[str, str] = Field(default_factory=dict)
     direction: Direction = "increase"
     critical: bool = False
     must_have_data: bool = Field(default=True, alias="mustHaveData")
@@ -196,6 +200,40 @@ class AnalysisSpec(_Model):
         return Thresholds(pass_=self.thresholds.pass_, marginal=self.thresholds.marginal)
 
 
+WebhookKind = Literal["confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase",
+                      "confirm-promotion", "post-rollout", "rollback", "event"]
+NotificationEvent = Literal["started", "step", "analysis", "paused", "waiting", "webhook",
+                            "promoted", "rolledback"]
+
+
+class WebhookSpec(_Model):
+    """A webhook of one of Flagger's kinds, called with Flagger's payload."""
+
+    name: str = Field(min_length=1)
+    type: WebhookKind
+    url: str = Field(pattern=r"^https?://")
+    timeout: Duration = 10.0
+    retries: int = Field(default=2, ge=0, le=10)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class NotificationSpec(_Model):
+    """A Slack-compatible incoming webhook or a generic JSON webhook. The URL is a secret
+    (a Slack webhook URL is its own credential), so the spec only names where it is."""
+
+    type: Literal["slack", "webhook"]
+    url_env: str | None = Field(default=None, alias="urlEnv", min_length=1)
+    url_file: str | None = Field(default=None, alias="urlFile", min_length=1)
+    # None: started, step, promoted and rolledback.
+    events: list[NotificationEvent] | None = None
+
+    @model_validator(mode="after")
+    def _one_url_source(self) -> NotificationSpec:
+        if (self.url_env is None) == (self.url_file is None):
+            raise ValueError("give exactly one of urlEnv or urlFile (never the URL itself)")
+        return self
+
+
 class RolloutBody(_Model):
     service: str = Field(min_length=1)
     baseline: Target
@@ -205,12 +243,16 @@ class RolloutBody(_Model):
     step_weights: list[Weight] | None = Field(default=None, alias="stepWeights")
     interval: Duration | None = None
     analysis: AnalysisSpec
-    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    webhooks: list[WebhookSpec] = Field(default_factory=list)
+    notifications: list[NotificationSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _steps_xor_weights(self) -> RolloutBody:
         if (self.steps is None) == (self.step_weights is None):
-            raise ValueError("give either steps or stepWeights (with interval), not both or neither")
+            raise ValueError(
+                "give either steps or stepWeights (with interval), not both or neither"
+            )
         if self.step_weights is not None and not self.step_weights:
             raise ValueError("stepWeights needs at least one weight")
         if self.steps is not None and not any(s.set_weight for s in self.steps):
@@ -226,6 +268,15 @@ class RolloutBody(_Model):
                     f"defined under providers (defined: {sorted(self.providers) or 'none'})"
                 )
         return self
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhooks(cls, webhooks: list[WebhookSpec]) -> list[WebhookSpec]:
+        names = [w.name for w in webhooks]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"webhook name {name!r} is used twice")
+        return webhooks
 
     def plan(self) -> list[Step]:
         """The steps to execute; the stepWeights shorthand becomes setWeight + analysis."""

@@ -71,10 +71,19 @@ def _describe(err: dict[str, Any]) -> str:
     return msg
 
 
+_PROVIDER_TYPES = ("prometheus", "datadog", "splunk", "file", "mesh")
+
+
 def _error_loc(err: dict[str, Any]) -> Loc:
-    # pydantic appends the validator's name for tagged/after validators; drop
-    # non-field fragments so the path matches what the user wrote.
-    return tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # pydantic puts validator names and a discriminated union's tag into the path; drop
+    # them so the path is the one the user wrote (spec.providers.prom.url).
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    out: list[int | str] = []
+    for i, part in enumerate(loc):
+        if i >= 2 and loc[i - 2] == "providers" and part in _PROVIDER_TYPES:
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def parse_yaml(path: Path) -> tuple[Any, _LineIndex]:

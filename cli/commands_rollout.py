@@ -208,29 +208,28 @@ def get(
 
 
 def report(
-    name: Annotated[str, typer.Argument()],
+    name: Annotated[str, typer.Argument(help="Rollout name.")],
     state_dir: StateDir = None,
-    fmt: Annotated[str, typer.Option("--format", help="json or md.")] = "md",
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="html, md or json.")] = "md",
+    output: Annotated[Path | None, typer.Option("-o", "--output",
+                                                help="Write here instead of stdout.")] = None,
 ) -> None:
-    """Print or write a rollout's report."""
-    from analysis.report import report_json, report_markdown
-    from canary.report_files import build_report
+    """Print or write a rollout's report (HTML with charts, Markdown, or JSON)."""
+    from canary.report_files import REPORT_FORMATS, build_report, render_report
 
+    if fmt not in REPORT_FORMATS:
+        raise _fail(f"--format: expected one of {', '.join(REPORT_FORMATS)}, got {fmt!r}")
     store = _store(state_dir)
     rec = _record(store, name)
-    built = build_report(store, rec)
-    if fmt == "json":
-        text = json.dumps(report_json(built), indent=2) + "\n"
-    elif fmt == "md":
-        text = report_markdown(built)
-    else:
-        raise _fail(f"--format: expected json or md, got {fmt!r}")
+    text = render_report(build_report(store, rec), fmt)
     if output is None:
         sys.stdout.write(text)
-    else:
+        return
+    try:
         output.write_text(text, encoding="utf-8")
-        print(f"report ({fmt}): {output}")
+    except OSError as exc:
+        raise _fail(f"{output}: -o: expected a writable file path ({exc.strerror})") from None
+    print(f"report ({fmt}): {output}")
 
 
 def register(app: typer.Typer, mesh_app: typer.Typer) -> None:

@@ -3,7 +3,7 @@
 # real: Debian's prometheus/promtool; haproxy and wrk for the proxy benchmark. As root it
 # installs what is missing; otherwise it stops, saying how to install it.
 set -u
-want=(prometheus)
+want=(prometheus chromium)
 if [ "${1:-}" = "--bench" ]; then want+=(haproxy wrk); fi
 missing=()
 for pkg in "${want[@]}"; do
