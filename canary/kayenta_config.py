@@ -233,19 +233,39 @@ def load_analysis_config(
     path: str | Path,
 ) -> tuple[list[MetricConfig], dict[str, float], Thresholds | None]:
     """Metric configs, group weights and score thresholds (None when the file sets
-    none) from a Kayenta canary config.
-
-    canaryctl's own analysis spec is recognised here too once it is wired in; anything
-    else is reported as not being a Kayenta canary config.
-    """
+    none) from a Kayenta canary config, or from canaryctl's own analysis spec: a whole
+    Rollout (its `spec.analysis`) or the `analysis` mapping alone."""
     p = Path(path)
     data = read_json(p) if p.suffix.lower() == ".json" else _read_any(p)
-    if not is_kayenta_config(data):
-        raise InputError(str(p), "metrics[].analysisConfigurations",
-                         "not a Kayenta canary config (expected metrics with "
-                         "analysisConfigurations.canary)")
-    config = parse_kayenta_config(data, str(p))
-    return metric_configs(config), group_weights(config), thresholds(config)
+    if is_kayenta_config(data):
+        config = parse_kayenta_config(data, str(p))
+        return metric_configs(config), group_weights(config), thresholds(config)
+    return _own_analysis_spec(data, str(p))
+
+
+def _own_analysis_spec(
+    data: Any, source: str
+) -> tuple[list[MetricConfig], dict[str, float], Thresholds | None]:
+    from pydantic import ValidationError
+
+    from canary.spec import AnalysisSpec
+    from canary.spec_loader import format_loc
+
+    prefix: tuple[str, ...] = ()
+    if isinstance(data, dict) and data.get("kind") == "Rollout":
+        prefix = ("spec", "analysis")
+        data = (data.get("spec") or {}).get("analysis")
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), list):
+        raise InputError(source, "metrics", "expected a Kayenta canary config (metrics[] with "
+                         "analysisConfigurations.canary), a canaryctl Rollout, or its "
+                         "analysis section (metrics[] with name and query)")
+    try:
+        spec = AnalysisSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        raise InputError(source, format_loc((*prefix, *err["loc"])), msg) from None
+    return spec.metric_configs(), dict(spec.group_weights), spec.score_thresholds()
 
 
 def _read_any(p: Path) -> Any:

@@ -168,9 +168,14 @@ def test_not_a_kayenta_config_missing_and_broken_files(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.json"
     pairs.write_text("[]")
     other = tmp_path / "other.json"
+    other.write_text(json.dumps({"judges": []}))
+    line = _one_line_error(_run("--config", str(other), "--data", str(pairs)))
+    assert str(other) in line and "expected a Kayenta canary config" in line
+    # Metrics without Kayenta's analysisConfigurations are read as our own analysis spec,
+    # whose errors name the field.
     other.write_text(json.dumps({"metrics": [{"name": "x"}]}))
     line = _one_line_error(_run("--config", str(other), "--data", str(pairs)))
-    assert str(other) in line and "not a Kayenta canary config" in line
+    assert str(other) in line and "metrics[0].query" in line
 
     line = _one_line_error(_run("--config", str(tmp_path / "nope.json"), "--data", str(pairs)))
     assert "nope.json" in line and "cannot read" in line
@@ -210,3 +215,39 @@ def test_console_script_entry_point() -> None:
     assert proc.returncode == 1, proc.stderr
     out = json.loads(proc.stdout)
     assert _by_name(out)["http_latency_p99"]["classification"] == "High"
+
+
+def test_own_analysis_spec_and_rollout_spec_are_accepted(tmp_path: Path) -> None:
+    pairs = [
+        {"name": "latency", "tags": {}, "values": {
+            "control": [10, 11, 12, 10, 11, 12, 10, 11, 12, 10],
+            "experiment": [20, 21, 22, 20, 21, 22, 20, 23, 21, 22]}},
+        {"name": "errors", "tags": {}, "values": {
+            "control": [0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+            "experiment": [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]}},
+    ]
+    own = {"groupWeights": {"latency": 80, "errors": 20}, "metrics": [
+        {"name": "latency", "query": "latency", "direction": "increase", "group": "latency"},
+        {"name": "errors", "query": "error_rate", "direction": "increase", "critical": True,
+         "group": "errors"}]}
+    config, data = _write(tmp_path, own, pairs)
+    code, out = _json_run(config, data)
+    results = _by_name(out)
+    assert results["latency"]["classification"] == "High"
+    assert results["errors"]["classification"] == "Pass"
+    assert out["judgeResult"]["score"]["score"] == 20.0  # only the errors group passed
+    assert code == 1
+    # The same analysis inside a whole Rollout spec.
+    rollout = {"apiVersion": "canaryctl.io/v1", "kind": "Rollout", "metadata": {"name": "x"},
+               "spec": {"analysis": own}}
+    (tmp_path / "r").mkdir()
+    config2, _ = _write(tmp_path / "r", rollout, pairs)
+    code2, out2 = _json_run(config2, data)
+    assert (code2, _by_name(out2)["latency"]["classification"]) == (1, "High")
+    # A wrong field in our own spec is one line naming its path.
+    own["metrics"][0]["direction"] = "up"
+    (tmp_path / "bad").mkdir()
+    config3, _ = _write(tmp_path / "bad", own, pairs)
+    res = _run("--config", str(config3), "--data", str(data))
+    assert res.exit_code == 2
+    assert "metrics[0].direction" in _one_line_error(res)
