@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.judge import Decision, Judge
+from analysis.metric_data import Scope
+from canary.hooks import RolloutHooks
 from canary.look import LookResult, take_look
 from canary.spec import Rollout, Step
 from canary.store import RolloutRecord, Store
@@ -35,7 +37,10 @@ class OperationalError(Exception):
 
 
 def spec_hash(rollout: Rollout) -> str:
-    canonical = json.dumps(rollout.model_dump(mode="json", by_alias=True), sort_keys=True)
+    # Defaults are left out so that a canaryctl upgrade that adds a defaulted field does
+    # not make a rollout in progress look like a different spec.
+    canonical = json.dumps(rollout.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+                           sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -69,6 +74,7 @@ class Controller:
         source: str = "",
         clock: Callable[[], float] = time.time,
         on_change: Callable[[], Awaitable[None] | None] | None = None,
+        hooks: RolloutHooks | None = None,
     ) -> None:
         self.rollout = rollout
         self.name = rollout.metadata.name
@@ -81,7 +87,13 @@ class Controller:
         self.source = source
         self.clock = clock
         self.on_change = on_change
+        self.hooks = hooks
         self.hash = spec_hash(rollout)
+        # What `{{version}}` means in provider queries: the spec's version labels.
+        self.versions: dict[Scope, str] = {
+            "baseline": rollout.spec.baseline.version or "baseline",
+            "canary": rollout.spec.canary.version or "canary",
+        }
         analysis_steps = [i for i, s in enumerate(self.plan) if s.analysis is not None]
         self.last_analysis_step = analysis_steps[-1] if analysis_steps else -1
 
@@ -108,6 +120,9 @@ class Controller:
             # The weights last decided may not have reached the proxy before a crash.
             await self._apply_weights(rec.weights["baseline"], rec.weights["canary"], retry=True)
         if rec.phase == "Initializing":
+            outcome = await self._before_first_weight()
+            if outcome is not None:
+                return outcome
             self.store.update_rollout(self.name, phase="Progressing", analysis_start=self.clock())
         return await self._steps()
 
@@ -131,6 +146,11 @@ class Controller:
                 return outcome
 
     async def _set_weight_step(self, rec: RolloutRecord, weight: int) -> RolloutRecord | None:
+        if weight > rec.weights.get("canary", 0):
+            outcome = await self._confirm("confirm-traffic-increase",
+                                          f"raise the canary weight to {weight}%")
+            if outcome is not None:
+                return outcome
         self.store.update_rollout(self.name, weights={"baseline": 100 - weight, "canary": weight})
         self._event("weight", f"step {rec.step_index + 1}/{len(self.plan)}: "
                     f"canary weight {weight}%", canary=weight)
@@ -164,12 +184,20 @@ class Controller:
             return outcome
         rec = self._rec()
         end = self.clock()
+        if self.hooks is not None:
+            outcome = await self._rollback_if_requested()
+            if outcome is not None:
+                return outcome
+            failed_gate = await self.hooks.gate("rollout", rec.phase)
+            if failed_gate is not None:
+                return await self._failed_check(rec, failed_gate, start, end)
         cumulative = bool(getattr(self.judge, "cumulative", False))
         window_from = (rec.analysis_start or start) if cumulative else start
         look = await take_look(
             self.spec.analysis, self.providers, self.judge, self.spec.service,
             Window(window_from, max(end, window_from + 1e-3), step=_series_step(end - window_from)),
             rec.judge_state or None, final=rec.step_index == self.last_analysis_step,
+            versions=self.versions,
         )
         return await self._decide(rec, look, start, end)
 
@@ -221,6 +249,8 @@ class Controller:
                 f"{counters.inconclusive} inconclusive measurements "
                 f"(limit {analysis.inconclusive_limit}): {look.message}")
         if look.decision == Decision.PROMOTE:
+            if rec.step_index == self.last_analysis_step:
+                return await self._promote(f"every step passed: {look.message}")
             return await self._promote(f"judge promoted early: {look.message}")
         if look.decision == Decision.CONTINUE:
             self._advance(rec)
@@ -256,7 +286,7 @@ class Controller:
             if command == "abort":
                 return await self._rollback("aborted by user", aborted=True)
             if command == "promote":
-                return await self._promote("promoted by user")
+                return await self._promote("promoted by user", by_user=True)
             if command == "pause" and self._rec().phase == "Progressing":
                 self.store.update_rollout(self.name, phase="Paused")
                 self._event("paused", "paused by user")
@@ -282,9 +312,15 @@ class Controller:
         phase = "Aborted" if aborted else "RolledBack"
         self.store.update_rollout(self.name, phase=phase)
         self._event("rolledback", "canary weight is 0: all traffic on the baseline")
+        await self._post_rollout()
         return self._rec()
 
-    async def _promote(self, reason: str) -> RolloutRecord:
+    async def _promote(self, reason: str, by_user: bool = False) -> RolloutRecord:
+        if not by_user:
+            # A person's `promote` is the confirmation itself.
+            outcome = await self._confirm("confirm-promotion", "promote")
+            if outcome is not None:
+                return outcome
         self.store.update_rollout(
             self.name, phase="Promoting", verdict="Promoted", message=reason,
             weights={"baseline": 0, "canary": 100},
@@ -301,7 +337,82 @@ class Controller:
             return await self._rollback(f"promotion failed: {exc}")
         self.store.update_rollout(self.name, phase="Promoted")
         self._event("promoted", "all traffic on the canary")
+        await self._post_rollout()
         return self._rec()
+
+    # -- webhooks -----------------------------------------------------------------------
+
+    async def _before_first_weight(self) -> RolloutRecord | None:
+        """confirm-rollout, then the pre-rollout gate; a failing pre-rollout hook counts
+        as a failed check, retried each interval until the failure limit."""
+        if self.hooks is None:
+            return None
+        outcome = await self._confirm("confirm-rollout", "start the rollout")
+        if outcome is not None:
+            return outcome
+        while True:
+            failed_gate = await self.hooks.gate("pre-rollout", "Initializing")
+            if failed_gate is None:
+                return None
+            now = self.clock()
+            outcome = await self._failed_check(self._rec(), failed_gate, now, now)
+            if outcome is not None:
+                return outcome
+            outcome = await self._wait_until(self.clock(), self.spec.analysis.interval)
+            if outcome is not None:
+                return outcome
+
+    async def _confirm(self, kind: str, what: str) -> RolloutRecord | None:
+        """Holds until every `kind` webhook answers 200. Traffic stays where it is, which
+        passed every look so far; commands and rollback webhooks are heeded meanwhile."""
+        if self.hooks is None or not self.hooks.has(kind):
+            return None
+        announced = False
+        while True:
+            waiting_for = await self.hooks.confirm(kind, self._rec().phase)
+            if waiting_for is None:
+                if announced:
+                    self._event("confirmed", f"{kind} confirmed: going on to {what}")
+                return None
+            if not announced:
+                self._event("waiting", f"waiting to {what}: {waiting_for}")
+                announced = True
+            outcome = await self._rollback_if_requested()
+            if outcome is None:
+                outcome = await self._wait_until(self.clock(), self.hooks.confirm_interval)
+            if outcome is not None:
+                return outcome
+
+    async def _rollback_if_requested(self) -> RolloutRecord | None:
+        if self.hooks is None or not self.hooks.has("rollback"):
+            return None
+        reason = await self.hooks.rollback_requested(self._rec().phase)
+        return None if reason is None else await self._rollback(reason)
+
+    async def _failed_check(self, rec: RolloutRecord, reason: str, start: float,
+                            end: float) -> RolloutRecord | None:
+        """A gate webhook said no: a Failed measurement, against the failure limit like
+        a failing look (Flagger's failed check)."""
+        counters = Counters.of(rec.counters)
+        counters.consecutive_errors = 0
+        counters.failed += 1
+        self.store.add_measurement(
+            self.name, step_index=rec.step_index, weight=rec.weights.get("canary", 0),
+            phase="Failed", decision="rollback", score=None, verdict=None, message=reason,
+            window_start=start, window_end=end, result={"errors": {"webhook": reason}},
+        )
+        self.store.update_rollout(self.name, counters=counters.as_dict(), window_start=None)
+        self._event("webhook", f"step {rec.step_index + 1}: failed check: {reason}",
+                    phase="Failed")
+        if counters.failed > self.spec.analysis.failure_limit:
+            return await self._rollback(reason)
+        return None
+
+    async def _post_rollout(self) -> None:
+        if self.hooks is None:
+            return
+        for failure in await self.hooks.post_rollout(self._rec().phase):
+            self._event("webhook", failure)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -329,6 +440,8 @@ class Controller:
 
     def _event(self, kind: str, message: str, **data: Any) -> None:
         self.store.add_event(self.name, kind, message, **data)
+        if self.hooks is not None:
+            self.hooks.event(kind, message, self._rec().phase)
 
     async def _notify(self) -> None:
         if self.on_change is not None:
@@ -338,6 +451,6 @@ class Controller:
 
 
 def _series_step(seconds: float) -> float:
-    # Range queries at about one point per second, capped to keep 5 minutes of steps
-    # well under Prometheus' 11,000-points-per-series limit.
-    return max(1.0, seconds / 600.0)
+    # About two points a second for short steps (so a Kayenta-style judge has points to
+    # rank), at most 600 points a window: far under Prometheus' 11,000 per series.
+    return max(0.5, seconds / 600.0)

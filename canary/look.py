@@ -55,10 +55,11 @@ PHASE_OF_DECISION = {
 
 
 async def _fetch(
-    provider: MetricProvider, metric: MetricSpec, scope: Scope, service: str, window: Window
+    provider: MetricProvider, metric: MetricSpec, scope: Scope, service: str, version: str,
+    window: Window,
 ) -> MetricData:
     query = MetricQuery(
-        metric=metric.name, query=metric.query, scope=scope, service=service, version=scope,
+        metric=metric.name, query=metric.query, scope=scope, service=service, version=version,
         window=window, kind=metric.kind, variables=dict(metric.variables),
     )
     try:
@@ -73,14 +74,19 @@ async def fetch_all(
     providers: Mapping[str, MetricProvider],
     service: str,
     window: Window,
+    versions: Mapping[Scope, str] | None = None,
 ) -> tuple[dict[str, MetricPair], dict[str, str]]:
-    """Every metric for both versions, fetched concurrently; errors by metric name."""
+    """Every metric for both versions, fetched concurrently; errors by metric name.
+
+    `versions` are the labels the sources know each version by (`{{version}}` in a
+    query); the scope name itself when the spec gives none."""
     jobs = []
     keys: list[tuple[str, Scope]] = []
     for metric in analysis.metrics:
         provider = providers[metric.provider]
         for scope in SCOPES:
-            jobs.append(_fetch(provider, metric, scope, service, window))
+            version = (versions or {}).get(scope) or scope
+            jobs.append(_fetch(provider, metric, scope, service, version, window))
             keys.append((metric.name, scope))
     results = await asyncio.gather(*jobs, return_exceptions=True)
     got: dict[str, dict[Scope, MetricData]] = {}
@@ -109,8 +115,9 @@ async def take_look(
     window: Window,
     state: Mapping[str, Any] | None,
     final: bool,
+    versions: Mapping[Scope, str] | None = None,
 ) -> LookResult:
-    pairs, errors = await fetch_all(analysis, providers, service, window)
+    pairs, errors = await fetch_all(analysis, providers, service, window, versions)
     for metric in analysis.metrics:
         pair = pairs.get(metric.name)
         missing = pair is not None and (pair.baseline.empty or pair.canary.empty)

@@ -18,8 +18,7 @@ app.add_typer(mesh_app, name="mesh")
 
 def _register() -> None:
     # One line per command module; each defines register(app, mesh_app).
-    from cli import commands_analyze, commands_demo, commands_mesh, commands_rollout
-    from cli import commands_serve
+    from cli import commands_analyze, commands_demo, commands_mesh, commands_rollout, commands_serve
 
     for module in (commands_analyze, commands_rollout, commands_demo, commands_mesh,
                    commands_serve):
@@ -28,7 +27,22 @@ def _register() -> None:
 
 def main() -> None:
     _register()
-    app()
+    try:
+        app()
+    except Exception as exc:
+        # An unexpected crash must not exit 1, which pipelines read as "rolled back":
+        # it is an operational failure (3). The traceback is for CANARYCTL_DEBUG=1.
+        import os
+        import sys
+        import traceback
+
+        from cli.exit_codes import OPERATIONAL
+
+        if os.environ.get("CANARYCTL_DEBUG"):
+            traceback.print_exc()
+        print(f"canaryctl: internal error: {type(exc).__name__}: {exc} "
+              "(set CANARYCTL_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(OPERATIONAL)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ class RolloutLock:
         self._file: IO[str] | None = None
 
     def __enter__(self) -> RolloutLock:
-        f = open(self.path, "a+")  # noqa: SIM115 (held for the lock's lifetime)
+        f = open(self.path, "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,6 +60,33 @@ class RolloutLock:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
+
+
+def ask_abort_or_leave() -> bool:
+    """On a terminal, asks whether Ctrl-C means roll back now; False when not a terminal
+    (a pipeline's cancel must not roll back on its own) or on a second Ctrl-C."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    try:
+        answer = input("\ninterrupted: [a]bort and roll back now, or [l]eave the rollout "
+                       "to resume later? [a/L] ")
+    except (EOFError, KeyboardInterrupt):
+        return False
+    return answer.strip().lower() in ("a", "abort")
+
+
+def interrupt_choice_is_abort(store: Store, name: str,
+                              ask: Callable[[], bool] = ask_abort_or_leave) -> bool:
+    """After Ctrl-C: when the person chooses abort, writes the rollback decision the way
+    the controller does (decision first), so the controller started next finishes it."""
+    rec = store.get_rollout(name)
+    if rec is None or rec.terminal or not ask():
+        return False
+    store.update_rollout(name, phase="RollingBack", verdict="Aborted",
+                         message="aborted by user (Ctrl-C)",
+                         weights={"baseline": 100, "canary": 0})
+    store.add_event(name, "rollback", "rolling back: aborted by user (Ctrl-C)")
+    return True
 
 
 def exit_code_of(rec: RolloutRecord) -> int:
@@ -80,16 +107,26 @@ async def _run(rollout: Rollout, source: str, store: Store, opts: RunOptions) ->
     token = mesh_token(spec.mesh, source)
     providers = make_providers(rollout, source, token)
     judge = make_judge(spec.analysis)
+    from canary.hooks import build_hooks, expected_report_paths
+
+    hooks = build_hooks(rollout, source, checksum=spec_hash(rollout))
     router = MeshRouter(spec.mesh.admin, token, spec.service)
     watcher = Watcher(store, rollout.metadata.name, opts.live,
                       out=sys.stderr if opts.json_output else sys.stdout)
     controller = Controller(rollout, store, router, providers, judge, source=source,
-                            on_change=watcher.refresh)
+                            on_change=watcher.refresh, hooks=hooks)
     watcher.start()
     try:
-        return await controller.run()
+        rec = await controller.run()
+        if hooks is not None and rec.terminal:
+            # The reports are written as soon as this returns, at these paths.
+            await hooks.finished(rec.phase, rec.verdict, rec.message, expected_report_paths(
+                opts.report_dir or opts.state_dir / "reports", rec.name))
+        return rec
     finally:
         watcher.stop()
+        if hooks is not None:
+            await hooks.aclose()
         await router.aclose()
         for provider in providers.values():
             await provider.aclose()
@@ -105,7 +142,17 @@ async def _execute(source: str, opts: RunOptions, make: MakeRollout
         store = Store(opts.state_dir)
         stack.callback(store.close)
         stack.enter_context(RolloutLock(opts.state_dir, rollout.metadata.name))
-        rec = await _run(rollout, source, store, opts)
+        try:
+            rec = await _run(rollout, source, store, opts)
+        except asyncio.CancelledError:
+            # Ctrl-C: asyncio.run cancelled us. Ask here, while what `make` started (the
+            # demo's proxy) still runs, so an abort can still move the traffic back.
+            if not interrupt_choice_is_abort(store, rollout.metadata.name):
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            rec = await _run(rollout, source, store, opts)
         report_dir = opts.report_dir or opts.state_dir / "reports"
         return rec, write_reports(store, rec, report_dir)
     raise AssertionError("unreachable")  # pragma: no cover  (mypy: AsyncExitStack may swallow)
@@ -125,7 +172,7 @@ def execute(source: str, opts: RunOptions, make: MakeRollout) -> int:
         print(f"{source}: cannot finish the rollout: {exc}", file=sys.stderr)
         return exit_codes.OPERATIONAL
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the rollout stays where it is; `canaryctl resume NAME` "
+        print("\ninterrupted: the rollout stays where it is; `canaryctl resume NAME` "
               "continues it, `canaryctl abort NAME` rolls it back", file=sys.stderr)
         return 130
     summary = {"name": rec.name, "phase": rec.phase, "verdict": rec.verdict,

@@ -95,12 +95,12 @@ class MeshProvider:
             "step": repr(step),
         })
         try:
-            version = data["versions"].get(query.version)
+            version = data["versions"].get(query.scope)
             if version is None:
                 raise ProviderError(
                     self.name,
                     f"metric {query.metric}: service {query.service!r} has no version "
-                    f"{query.version!r}",
+                    f"{query.scope!r}",
                 )
             return self._data(kind, version, float(data.get("step", step)))
         except (KeyError, TypeError, ValueError) as exc:

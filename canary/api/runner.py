@@ -176,7 +176,8 @@ class RunManager:
         return await self._start_rollout(data, f"api:{who}")
 
     async def _start_rollout(self, data: Any, source: str) -> str:
-        from canary.controller import Controller
+        from canary.controller import Controller, spec_hash
+        from canary.hooks import build_hooks
         from canary.rollout_setup import make_judge, make_providers, mesh_token
         from canary.spec_loader import validate_rollout
         from canary.traffic_router import MeshRouter
@@ -190,13 +191,14 @@ class RunManager:
         if resuming and existing is not None and existing.spec != data:
             raise Conflict(f"rollout {name} is in progress with another spec; abort it first")
         token = mesh_token(rollout.spec.mesh, "request")
+        hooks = build_hooks(rollout, "request", checksum=spec_hash(rollout))
         providers = make_providers(rollout, "request", token)
         lock = _Lock(self.state_dir, name)
         if not lock.acquire():
             raise Conflict(f"rollout {name} is being run by another canaryctl process")
         router = MeshRouter(rollout.spec.mesh.admin, token, rollout.spec.service)
         controller = Controller(rollout, self.store, router, providers,
-                                make_judge(rollout.spec.analysis), source=source)
+                                make_judge(rollout.spec.analysis), source=source, hooks=hooks)
         self._rollout_errors.pop(name, None)
 
         async def run() -> None:
@@ -205,7 +207,9 @@ class RunManager:
 
             try:
                 rec = await controller.run()
-                write_reports(self.store, rec, self.report_dir)
+                paths = write_reports(self.store, rec, self.report_dir)
+                if hooks is not None and rec.terminal:
+                    await hooks.finished(rec.phase, rec.verdict, rec.message, paths)
             except OperationalError as exc:
                 self._rollout_errors[name] = f"cannot finish the rollout: {exc}"
             except asyncio.CancelledError:
@@ -215,6 +219,8 @@ class RunManager:
                 self._rollout_errors[name] = f"error: {type(exc).__name__}: {exc}"
             finally:
                 lock.release()
+                if hooks is not None:
+                    await hooks.aclose()
                 await router.aclose()
                 for provider in providers.values():
                     await provider.aclose()
