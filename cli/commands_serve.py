@@ -31,6 +31,10 @@ def serve(
         "--kayenta-without-auth",
         help="Serve the Kayenta endpoints without the token (Argo Rollouts' kayenta "
              "provider cannot send one).")] = False,
+    flagger_without_auth: Annotated[bool, typer.Option(
+        "--flagger-without-auth",
+        help="Serve POST /api/v1/flagger/{hook} without the token (Flagger's webhooks "
+             "cannot send one); gate changes still need it.")] = False,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json)."""
     from canary.input_error import InputError
@@ -57,7 +61,8 @@ def serve(
     from canary.api import create_app
 
     app = create_app(state_dir_option(state_dir), token, report_dir=report_dir,
-                     kayenta_without_auth=kayenta_without_auth)
+                     kayenta_without_auth=kayenta_without_auth,
+                     flagger_without_auth=flagger_without_auth)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="info", access_log=False,
         ssl_certfile=str(tls_cert) if tls_cert else None,

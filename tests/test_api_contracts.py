@@ -415,3 +415,19 @@ def test_rollout_endpoints_validate_and_name_unknown_rollouts(api: httpx.Client)
     assert api.get("/api/v1/rollouts/nope").status_code == 404
     for action in ("pause", "resume", "promote", "abort", "cancel"):
         assert api.post(f"/api/v1/rollouts/nope/{action}").status_code == 404
+
+
+def test_flagger_without_auth_opens_only_the_hook_endpoint(tmp_path: Path) -> None:
+    # Flagger's webhook spec cannot carry a header: with --flagger-without-auth its hook
+    # calls need no token, while gates and everything else still do.
+    srv = ApiServer(tmp_path, extra=("--flagger-without-auth",))
+    srv.start()
+    try:
+        with srv.client(auth=False) as anon:
+            payload = flagger_payload("pre-rollout")
+            assert anon.post("/api/v1/flagger/pre-rollout", json=payload).status_code == 200
+            gate = "/api/v1/flagger/gates/test/podinfo/pre-rollout/close"
+            assert anon.post(gate).status_code == 401
+            assert anon.get("/api/v1/analyses/nope").status_code == 401
+    finally:
+        srv.stop()

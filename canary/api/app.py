@@ -40,7 +40,8 @@ def _duration(seconds: float) -> str:
 
 
 def create_app(state_dir: Path, token: str, *, report_dir: Path | None = None,
-               kayenta_without_auth: bool = False) -> FastAPI:
+               kayenta_without_auth: bool = False,
+               flagger_without_auth: bool = False) -> FastAPI:
     manager = RunManager(state_dir, report_dir)
 
     @asynccontextmanager
@@ -215,8 +216,13 @@ def create_app(state_dir: Path, token: str, *, report_dir: Path | None = None,
 
     # -- Flagger webhooks -----------------------------------------------------------------
 
-    @api.post("/flagger/{hook}", response_model=m.FlaggerAnswer,
-              responses={403: {"model": m.FlaggerAnswer}})
+    # Flagger's webhook spec has no way to send a header, so its hook endpoint can be
+    # served without the token (--flagger-without-auth); gates stay behind it.
+    flagger = APIRouter(prefix="/api/v1", responses=ERRORS,
+                        dependencies=[] if flagger_without_auth else [Depends(require_token)])
+
+    @flagger.post("/flagger/{hook}", response_model=m.FlaggerAnswer,
+                  responses={403: {"model": m.FlaggerAnswer}})
     async def flagger_hook(hook: m.FlaggerHook, payload: m.FlaggerPayload) -> JSONResponse:
         """One URL per Flagger webhook type. 200 lets Flagger go on (for `rollback`: roll
         back now); 403 halts it. Gates are set with /flagger/gates/...; a `rollout` or
@@ -256,6 +262,7 @@ def create_app(state_dir: Path, token: str, *, report_dir: Path | None = None,
         return manager.runs.flagger_events(namespace, name)
 
     app.include_router(api)
+    app.include_router(flagger)
     app.include_router(_kayenta_router(manager, None if kayenta_without_auth else require_token))
     return app
 
