@@ -14,14 +14,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import yaml
 
-import canary
-
 Scenario = Literal["bad", "good"]
-DEMO_DIR = Path(canary.__file__).resolve().parent.parent / "examples" / "demo"
+DEMO_DIR = Path(__file__).resolve().parents[1] / "examples" / "demo"
 READY_TIMEOUT = 15.0
 
 
@@ -50,6 +48,8 @@ class DemoEnvironment:
     admin_url: str = ""
     token_file: str = ""
     version_ports: dict[str, int] = field(default_factory=dict)
+    _drains: list[asyncio.Task[None]] = field(default_factory=list)
+    _logs: list[BinaryIO] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     async def __aenter__(self) -> DemoEnvironment:
@@ -99,9 +99,12 @@ class DemoEnvironment:
 
     async def _spawn(self, name: str, argv: list[str], wait_ready: bool = True) -> dict[str, Any]:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        assert self._tmp is not None
+        log = open(Path(self._tmp.name) / f"{name}.log", "wb")  # noqa: SIM115
+        self._logs.append(log)
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-            stdin=asyncio.subprocess.DEVNULL,
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=log, env=env,
+            stdin=asyncio.subprocess.DEVNULL, preexec_fn=_detach_but_follow_parent,
         )
         self.procs[name] = proc
         if not wait_ready:
@@ -112,11 +115,12 @@ class DemoEnvironment:
         except TimeoutError:
             raise RuntimeError(f"demo {name} did not start within {READY_TIMEOUT:.0f}s") from None
         if not line:
-            err = b""
-            if proc.stderr is not None:
-                err = await proc.stderr.read()
+            await proc.wait()
+            err = (Path(self._tmp.name) / f"{name}.log").read_bytes()
             raise RuntimeError(f"demo {name} exited: {err.decode(errors='replace')[-400:]}")
         ready: dict[str, Any] = json.loads(line)
+        # Keep reading what the child prints, so a full pipe never blocks it.
+        self._drains.append(asyncio.create_task(_drain(proc.stdout)))
         return ready
 
     async def stop(self) -> None:
@@ -130,6 +134,12 @@ class DemoEnvironment:
                 proc.kill()
                 await proc.wait()
         self.procs.clear()
+        for task in self._drains:
+            task.cancel()
+        self._drains.clear()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -146,3 +156,23 @@ class DemoEnvironment:
         spec["interval"] = spec["analysis"]["interval"] = f"{interval}s"
         spec["analysis"]["judge"] = judge
         return doc
+
+
+async def _drain(stream: asyncio.StreamReader | None) -> None:
+    if stream is None:
+        return
+    while await stream.read(65536):
+        pass
+
+
+def _detach_but_follow_parent() -> None:
+    """Runs in each child before exec. A session of its own, so Ctrl-C on the terminal
+    reaches only canaryctl, which rolls back through the still-running proxy before it
+    stops them; and a SIGTERM from the kernel if canaryctl dies without cleaning up
+    (SIGKILL), so no demo process outlives it."""
+    os.setsid()
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

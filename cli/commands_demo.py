@@ -52,7 +52,7 @@ def demo(
 
     live = not no_live and sys.stdout.isatty() and not as_json
     opts = RunOptions(directory, report_dir or Path(directory) / "reports", live, as_json,
-                      restart=True)
+                      restart=True, on_interrupt="abort")
     raise typer.Exit(execute("demo", opts, make))
 
 

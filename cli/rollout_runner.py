@@ -7,12 +7,13 @@ import asyncio
 import fcntl
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from canary.controller import Controller, OperationalError, spec_hash
 from canary.input_error import InputError
@@ -32,6 +33,9 @@ class RunOptions:
     live: bool
     json_output: bool = False
     restart: bool = False
+    # On Ctrl-C: ask whether to abort or leave the rollout to resume later; the demo,
+    # whose world ends with the command, always aborts.
+    on_interrupt: Literal["ask", "abort"] = "ask"
 
 
 class RolloutLock:
@@ -138,6 +142,14 @@ MakeRollout = Callable[[AsyncExitStack], Awaitable[Rollout]]
 async def _execute(source: str, opts: RunOptions, make: MakeRollout
                    ) -> tuple[RolloutRecord, dict[str, Path]]:
     async with AsyncExitStack() as stack:
+        # SIGTERM (a cancelled CI job, `kill`) and SIGHUP (a closed terminal) end the run
+        # the way Ctrl-C does, so whatever `make` started is stopped and nothing leaks.
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, task.cancel)
+                stack.callback(loop.remove_signal_handler, sig)
         rollout = await make(stack)
         store = Store(opts.state_dir)
         stack.callback(store.close)
@@ -147,12 +159,14 @@ async def _execute(source: str, opts: RunOptions, make: MakeRollout
         except asyncio.CancelledError:
             # Ctrl-C: asyncio.run cancelled us. Ask here, while what `make` started (the
             # demo's proxy) still runs, so an abort can still move the traffic back.
-            if not interrupt_choice_is_abort(store, rollout.metadata.name):
+            ask = (lambda: True) if opts.on_interrupt == "abort" else ask_abort_or_leave
+            if not interrupt_choice_is_abort(store, rollout.metadata.name, ask):
                 raise
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            rec = await _run(rollout, source, store, opts)
+            # Finish the abort just written, never start over (the demo runs with restart).
+            rec = await _run(rollout, source, store, replace(opts, restart=False))
         report_dir = opts.report_dir or opts.state_dir / "reports"
         return rec, write_reports(store, rec, report_dir)
     raise AssertionError("unreachable")  # pragma: no cover  (mypy: AsyncExitStack may swallow)
@@ -171,7 +185,7 @@ def execute(source: str, opts: RunOptions, make: MakeRollout) -> int:
     except OperationalError as exc:
         print(f"{source}: cannot finish the rollout: {exc}", file=sys.stderr)
         return exit_codes.OPERATIONAL
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ninterrupted: the rollout stays where it is; `canaryctl resume NAME` "
               "continues it, `canaryctl abort NAME` rolls it back", file=sys.stderr)
         return 130

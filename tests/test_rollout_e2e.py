@@ -168,3 +168,50 @@ async def _decided_rollback(tmp_path: Path) -> None:
             env={"CANARYCTL_STATE_DIR": str(state)})
         assert res.returncode == 1, res.stdout + res.stderr
         assert (await _weights(env)) == {"baseline": 100, "canary": 0}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        ppid = next(int(line.split()[1]) for line in status.splitlines()
+                    if line.startswith("PPid:"))
+        if ppid == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in state
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_demo_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) -> None:
+    demo = subprocess.Popen(
+        [str(CANARYCTL), "demo", "--interval", "30", "--no-live",
+         "--state-dir", str(tmp_path / "state")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    children: list[int] = []
+    while time.monotonic() < deadline and len(children) < 4:  # 2 apps, proxy, load
+        children = _children(demo.pid)
+        time.sleep(0.1)
+    assert len(children) == 4, children
+    demo.send_signal(sig)
+    code = demo.wait(30)
+    if sig == signal.SIGTERM:
+        # Terminated like Ctrl-C: the demo rolls back, reports, and exits 1.
+        assert code == 1, demo.stderr.read() if demo.stderr else ""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in children):
+        time.sleep(0.1)
+    assert not [p for p in children if _alive(p)]
