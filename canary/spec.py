@@ -174,7 +174,7 @@ class ThresholdSpec(_Model):
 class AnalysisSpec(_Model):
     judge: Literal["sequential", "mann-whitney"] = "sequential"
     interval: Duration = 60.0
-    alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
     thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec)
     group_weights: dict[str, float] = Field(default_factory=dict, alias="groupWeights")
     failure_limit: int = Field(default=0, ge=0, alias="failureLimit")

@@ -162,3 +162,97 @@ def test_library_function_carries_state() -> None:
     second = judge_look(Counts(5, 10_000), Counts(60, 10_000), state, margin=0.1)
     assert second.decision is Decision.ROLLBACK
     assert second.result.evidence.details["looks"] == 2.0
+
+
+def _hist_sd(rng: np.random.Generator, n: int, sigma: float, scale: float = 1.0) -> Histogram:
+    x = 0.1 * scale * np.exp(sigma * rng.standard_normal(n))
+    idx = np.searchsorted(BOUNDS, x, side="left")
+    return Histogram.of(BOUNDS, np.bincount(idx, minlength=BOUNDS.size).astype(float))
+
+
+def test_tail_only_regression_rolls_back_and_is_reported_as_a_p99_change() -> None:
+    rng = np.random.default_rng(18)
+    cfg = [MetricConfig("latency", direction="increase", critical=True, margin=0.02)]
+    sigma_c = 0.5 + math.log(1.15) / 2.326  # p99 +15%, p50 unchanged
+    state: dict[str, Any] | None = None
+    looks = 0
+    while looks < 10:
+        looks += 1
+        data = {"latency": MetricPair(MetricData(histogram=_hist_sd(rng, 3000, 0.5)),
+                                      MetricData(histogram=_hist_sd(rng, 3000, sigma_c)))}
+        out = SequentialJudge().look(data, cfg, Thresholds(), state, final=False)
+        state = out.state
+        if out.decision is not Decision.CONTINUE:
+            break
+    assert out.decision is Decision.ROLLBACK and looks <= 4
+    ev = out.result.results[0].evidence
+    assert "p99" in ev.method
+    assert ev.effect is not None and 0.05 < ev.effect < 0.3
+    assert ev.interval is not None and ev.interval[0] > 0.02  # beyond the margin
+    assert abs(ev.details["location_effect"]) < 0.03  # the median did not move
+
+
+def test_promotion_and_rollback_match_the_confidence_sequence_against_the_margin() -> None:
+    rng = np.random.default_rng(19)
+    cfg = [MetricConfig("latency", direction="increase", critical=True, margin=0.05)]
+    for scale in (1.0, 1.12):
+        state: dict[str, Any] | None = None
+        for _ in range(10):
+            data = {"latency": MetricPair(MetricData(histogram=_hist(rng, 5000, 1.0)),
+                                          MetricData(histogram=_hist(rng, 5000, scale)))}
+            out = SequentialJudge().look(data, cfg, Thresholds(), state, final=False)
+            state = out.state
+            if out.decision is not Decision.CONTINUE:
+                break
+        ev = out.result.results[0].evidence
+        assert ev.interval is not None
+        if scale == 1.0:
+            assert out.decision is Decision.PROMOTE
+            assert ev.interval[1] < 0.05  # confidently within the 5% margin
+        else:
+            assert out.decision is Decision.ROLLBACK
+            assert ev.interval[0] > 0.05
+
+
+def test_lower_is_worse_metrics_roll_back_only_when_the_canary_drops() -> None:
+    rng = np.random.default_rng(20)
+    cfg = [MetricConfig("throughput", direction="decrease", critical=True, margin=0.02)]
+    better = {"throughput": MetricPair(MetricData(histogram=_hist(rng, 3000, 1.0)),
+                                       MetricData(histogram=_hist(rng, 3000, 1.3)))}
+    out = SequentialJudge().look(better, cfg, Thresholds(), None, final=False)
+    assert out.decision is not Decision.ROLLBACK
+    worse = {"throughput": MetricPair(MetricData(histogram=_hist(rng, 3000, 1.0)),
+                                      MetricData(histogram=_hist(rng, 3000, 0.75)))}
+    out = SequentialJudge().look(worse, cfg, Thresholds(), None, final=False)
+    assert out.decision is Decision.ROLLBACK
+    res = out.result.results[0]
+    assert res.classification is Classification.LOW
+    assert res.evidence.effect is not None and -0.35 < res.evidence.effect < -0.15
+
+
+def test_coarse_prometheus_buckets_with_a_zero_lower_edge_are_judged() -> None:
+    rng = np.random.default_rng(21)
+    bounds = np.array([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, np.inf])
+
+    def hist(scale: float) -> Histogram:
+        x = 0.1 * scale * np.exp(0.5 * rng.standard_normal(4000))
+        return Histogram.of(bounds, np.bincount(np.searchsorted(bounds, x), minlength=12)
+                            .astype(float))
+
+    cfg = [MetricConfig("latency", direction="increase", critical=True, margin=0.05)]
+    bad = SequentialJudge().look({"latency": MetricPair(MetricData(histogram=hist(1.0)),
+                                                         MetricData(histogram=hist(1.6)))},
+                                 cfg, Thresholds(), None, final=False)
+    assert bad.decision is Decision.ROLLBACK
+    same = SequentialJudge().look({"latency": MetricPair(MetricData(histogram=hist(1.0)),
+                                                          MetricData(histogram=hist(1.0)))},
+                                  cfg, Thresholds(), None, final=False)
+    assert same.decision is not Decision.ROLLBACK
+
+
+def test_a_histogram_state_of_the_previous_format_starts_afresh() -> None:
+    rng = np.random.default_rng(22)
+    old = {"version": 1, "looks": 2, "alpha": 0.01, "metrics": {"latency": {
+        "kind": "histogram", "tests": ["shift", "tail"], "looks": {"increase": []}}}}
+    out = SequentialJudge().look(_look(rng, 500), CONFIGS, Thresholds(), old, final=False)
+    assert out.state["metrics"]["latency"]["looks"] and out.state["version"] == 2

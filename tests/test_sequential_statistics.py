@@ -5,11 +5,25 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from analysis.sequential.confidence_sequences import rate_ratio_cs
 from analysis.sequential.counts_test import rate_log_e
-from analysis.sequential.distribution_test import look_log_e, running_log_e
-from analysis.sequential.e_processes import SHARE_LOG_RATIOS, share_log_lr, t_log_e
+from analysis.sequential.distribution_test import (
+    bucket_scale,
+    look_log_e,
+    look_moments,
+    stream_log_e,
+    stream_sums,
+)
+from analysis.sequential.e_processes import (
+    SHARE_LOG_RATIOS,
+    normal_mixture_cs,
+    normal_mixture_log_e,
+    share_log_lr,
+    t_log_e,
+)
+from analysis.sequential.series_test import batch_log_e
 
 ALPHA = 0.05
 
@@ -89,30 +103,124 @@ def test_rate_ratio_confidence_sequence_covers_uniformly_over_time() -> None:
     assert float(np.median(widths)) < 1.0  # it does shrink: narrower than a factor e
 
 
-def test_distribution_test_is_valid_under_a_null_shift_and_sensitive_to_a_real_one() -> None:
-    rng = np.random.default_rng(7)
-    bounds = np.concatenate([0.1 * 1.02 ** np.arange(-110, 111), [np.inf]])
+BOUNDS = np.concatenate([0.1 * 1.02 ** np.arange(-200, 201), [np.inf]])
+_SCALE = bucket_scale(BOUNDS)
 
-    def hist(shift: float, reps: int, looks: int, n: int) -> np.ndarray:
-        x = np.log(0.1) + shift + 0.5 * rng.standard_normal((reps, looks, n))
-        idx = np.clip(np.ceil((x - math.log(bounds[0])) / math.log(1.02) - 1e-12), 0,
-                      bounds.size - 1).astype(int)
-        out = np.zeros((reps, looks, bounds.size))
-        np.add.at(out, (np.arange(reps)[:, None, None], np.arange(looks)[None, :, None], idx),
-                  1.0)
-        return out
 
-    # canary exactly 2% slower with a 2% margin: the null boundary
-    reps, looks, n = 400, 8, 300
-    hb, hc = hist(0.0, reps, looks, n), hist(math.log(1.02), reps, looks, n)
-    up, _ = look_log_e(hb, hc, 0.02, ("shift", "tail"), bounds)
-    run = running_log_e(up)
-    assert (run >= math.log(1 / ALPHA)).any(axis=(1, 2)).mean() <= ALPHA
-    assert np.exp(run[:, -1, :]).mean() <= 1.2
-    # a 20% regression is found
-    hc_bad = hist(math.log(1.2), 100, 3, n)
-    up_bad, _ = look_log_e(hb[:100, :3], hc_bad, 0.02, ("shift", "tail"), bounds)
-    assert np.median(running_log_e(up_bad)[:, -1, 0]) > math.log(1000)
+def _histograms(rng: np.random.Generator, reps: int, looks: int, n_mean: float,
+                log_scale: float = 0.0, widen: float = 1.0,
+                heavy: bool = False) -> np.ndarray:
+    """(reps, looks, buckets) latency histograms on the mesh's 2% grid; traffic varies
+    from look to look. `heavy`: a log-normal mixture (10% of requests in a slow mode
+    3.3x slower and wider: skewed, kurtosis ~5 on the log scale)."""
+    n = rng.poisson(rng.uniform(0.5, 1.5, (reps, looks)) * n_mean)
+    total = int(n.sum())
+    group = np.repeat(np.arange(reps * looks), n.ravel())
+    z = rng.standard_normal(total)
+    x = 0.5 * widen * z
+    if heavy:
+        slow = rng.random(total) < 0.1
+        x = np.where(slow, 1.2 + 0.6 * widen * z, 0.4 * widen * z)
+    x = x + math.log(0.1) + log_scale
+    idx = np.clip(np.ceil((x - math.log(BOUNDS[0])) / math.log(1.02) - 1e-12), 0,
+                  BOUNDS.size - 1).astype(np.int64)
+    flat = np.bincount(group * BOUNDS.size + idx, minlength=reps * looks * BOUNDS.size)
+    return flat.reshape(reps, looks, BOUNDS.size).astype(float)
+
+
+def _crossed(log_e: np.ndarray, alpha: float = ALPHA) -> float:
+    return float((log_e >= math.log(1 / alpha)).any(axis=-1).mean())
+
+
+def test_normal_mixture_closed_form_matches_the_integral() -> None:
+    b, a, tau = 37.0, 900.0, 0.06
+    d = np.linspace(0, 1.0, 200_001)
+    prior = 2 * np.exp(-d * d / (2 * tau * tau)) / (tau * math.sqrt(2 * math.pi))
+    numeric = np.trapezoid(np.exp(d * b - d * d * a / 2) * prior, d)
+    assert math.isclose(float(normal_mixture_log_e(np.array(b), np.array(a), tau)),
+                        math.log(numeric), rel_tol=1e-6)
+    assert float(normal_mixture_log_e(np.array(0.0), np.array(0.0), tau)) == 0.0
+
+
+@pytest.mark.parametrize("heavy", [False, True])
+def test_distribution_streams_are_anytime_valid_at_the_null_boundary(heavy: bool) -> None:
+    rng = np.random.default_rng(7 + heavy)
+    reps, looks, n = 2000, 30, 60  # many small looks: the hard case for a CLT
+    hb = _histograms(rng, reps, looks, n, heavy=heavy)
+    shifted = _histograms(rng, reps, looks, n, log_scale=math.log(1.03), heavy=heavy)
+    for test in ("location", "q0.99"):  # canary exactly 3% slower, margin 3%
+        sums = stream_sums(look_moments(hb, _SCALE.values), look_moments(shifted, _SCALE.values),
+                           0.03, _SCALE, (test,))
+        worse, _ = stream_log_e(sums)
+        assert _crossed(worse[test]) <= ALPHA, test
+        assert _crossed(worse[test], 0.01) <= 0.01, test
+        # a supermartingale has E <= 1; the normal approximation of 60-request looks
+        # leaves some slack, which the crossing rates above show is harmless
+        assert np.exp(worse[test][:, -1]).mean() <= 1.35, test
+    same = _histograms(rng, reps, looks, n, heavy=heavy)  # tail: equal spread, margin 0
+    sums = stream_sums(look_moments(hb, _SCALE.values), look_moments(same, _SCALE.values),
+                       0.0, _SCALE, ("tail",))
+    worse, _ = stream_log_e(sums)
+    assert _crossed(worse["tail"]) <= ALPHA
+    assert _crossed(worse["tail"], 0.01) <= 0.01
+    assert np.exp(worse["tail"][:, -1]).mean() <= 1.35
+
+
+def test_distribution_evidence_grows_with_the_size_of_the_regression() -> None:
+    rng = np.random.default_rng(9)
+    hb = _histograms(rng, 200, 6, 500)
+    shift_power, tail_power = [], []
+    for x in (0.02, 0.05, 0.10):
+        hc = _histograms(rng, 200, 6, 500, log_scale=math.log1p(x))
+        worse, _ = look_log_e(hb, hc, 0.0, BOUNDS)
+        shift_power.append(_crossed(worse, 0.01))
+        hc = _histograms(rng, 200, 6, 500, widen=1 + math.log1p(x) / (0.5 * 2.326))
+        worse, _ = look_log_e(hb, hc, 0.0, BOUNDS)
+        tail_power.append(_crossed(worse, 0.01))
+    assert shift_power[0] < shift_power[1] < shift_power[2] or shift_power[1] == 1.0
+    assert tail_power[0] < tail_power[1] < tail_power[2]
+    assert shift_power[2] > 0.95 and tail_power[2] > 0.5
+
+
+def test_location_confidence_sequence_covers_uniformly_and_shrinks() -> None:
+    rng = np.random.default_rng(10)
+    truth = math.log(1.05)
+    hb = _histograms(rng, 600, 12, 300, heavy=True)
+    hc = _histograms(rng, 600, 12, 300, log_scale=truth, heavy=True)
+    b, a = stream_sums(look_moments(hb, _SCALE.values), look_moments(hc, _SCALE.values),
+                       0.0, _SCALE, ("location",))["location"]
+    lo, hi = normal_mixture_cs(b, a, 0.06, ALPHA)
+    missed = ((lo > truth) | (hi < truth)).any(axis=1).mean()
+    assert missed <= ALPHA
+    width = np.median(hi - lo, axis=0)
+    assert width[-1] < width[2] < width[0] and width[-1] < 0.1
+
+
+def test_promotion_evidence_for_a_distribution_within_its_margin() -> None:
+    rng = np.random.default_rng(11)
+    hb = _histograms(rng, 300, 10, 2000)
+    hc = _histograms(rng, 300, 10, 2000)
+    _, within = look_log_e(hb, hc, 0.05, BOUNDS)
+    assert np.median(within[:, -1]) > math.log(100)
+    # and promotion is rare when the canary sits right on the margin
+    hw = _histograms(rng, 300, 10, 2000, log_scale=math.log(1.05))
+    _, within_edge = look_log_e(hb, hw, 0.05, BOUNDS)
+    assert _crossed(within_edge) <= ALPHA
+
+
+def test_series_test_stays_valid_with_ar1_noise() -> None:
+    rng = np.random.default_rng(12)
+    reps, t, phi = 3000, 100, 0.8
+    noise = np.empty((2, reps, t))
+    noise[:, :, 0] = rng.normal(0, 1, (2, reps))
+    innov = rng.normal(0, math.sqrt(1 - phi * phi), (2, reps, t))
+    for i in range(1, t):
+        noise[:, :, i] = phi * noise[:, :, i - 1] + innov[:, :, i]
+    base, canary = 10 + noise[0], 10 + noise[1]
+    bb = base.reshape(reps, -1, 10).mean(-1)
+    bc = canary.reshape(reps, -1, 10).mean(-1)
+    worse, _, _, _ = batch_log_e(bb, bc, 0.0)
+    assert _crossed(worse) <= ALPHA
 
 
 def test_t_e_process_is_anytime_valid_for_iid_normal_batches() -> None:

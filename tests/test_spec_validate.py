@@ -68,7 +68,7 @@ def test_one_wrong_field_gives_one_line(tmp_path: Path, old: str, new: str, fiel
 
 
 def test_several_problems_one_line_each_and_json(tmp_path: Path) -> None:
-    text = GOOD.replace("interval: 2m", "interval: -3s").replace("alpha: 0.01", "alpha: 2")
+    text = GOOD.replace("interval: 2m", "interval: -3s").replace("alpha: 0.05", "alpha: 2")
     path = _write(tmp_path, text)
     res = canaryctl("validate", str(path), "--format", "json")
     assert res.returncode == 2

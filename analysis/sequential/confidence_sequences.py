@@ -17,6 +17,7 @@ from analysis.sequential.e_processes import (
     SHARE_LOG_RATIOS,
     T_EFFECTS,
     FloatArray,
+    normal_mixture_log_e,
     share_log_e,
     t_log_lr,
     t_statistics,
@@ -94,3 +95,35 @@ def mean_ratio_cs(baseline_means: FloatArray, canary_means: FloatArray,
     kept = (up < bound) & (down < bound)
     lo, hi = _interval_from_mask(np.log(grid), kept)
     return (math.exp(lo), math.exp(hi))
+
+
+def normal_mixture_bound(weighted_sum: float, information: float, tau: float, alpha: float,
+                         sign: float) -> float:
+    """One-sided confidence sequence bound from the half-normal mixture e-processes.
+
+    sign +1: the lower bound, the smallest drift d0 whose "drift <= d0" e-process (sums
+    re-centred: B - d0 A) is still below 1/alpha; sign -1: the upper bound, from the
+    "drift >= d0" e-processes. So the rollback e-process at d0 = 0 crosses exactly when
+    the lower bound passes 0, and the promotion one exactly when the upper bound does.
+    """
+    b, a = float(weighted_sum), float(information)
+    if a <= 0:
+        return -sign * math.inf
+    target = math.log(1.0 / alpha)
+
+    def excess(d0: float) -> float:
+        return float(normal_mixture_log_e(np.asarray(b - d0 * a), np.asarray(a), tau,
+                                          sign)) - target
+
+    centre = b / a
+    step = math.sqrt((a + 1.0 / (tau * tau)) * 2.0 * (target + 10.0)) / a
+    lo, hi = centre - step, centre + step
+    for _ in range(60):  # widen until the root is bracketed (excess is monotone in d0)
+        if excess(lo) * excess(hi) <= 0:
+            break
+        lo, hi = centre - 2 * (centre - lo), centre + 2 * (hi - centre)
+    else:
+        return -sign * math.inf
+    from scipy import optimize
+
+    return float(optimize.brentq(excess, lo, hi, xtol=1e-10))

@@ -1,11 +1,13 @@
 """Mixture e-processes: the evidence quantities every sequential test here multiplies.
 
-Two families, both vectorised over any leading batch axes and a trailing axis of looks,
+Three families, all vectorised over any leading batch axes and a trailing axis of looks,
 so the judge (one rollout) and the benchmark (thousands of simulated rollouts) run the
 same arithmetic:
 
 * the *binomial share* e-process for "which version did the events land in", used by
-  the counts and the distribution tests;
+  the counts test;
+* the *Gaussian mixture* e-process (Robbins' normal mixture, one-sided) on a cumulative
+  sum of asymptotically normal look-level differences, used by the distribution test;
 * the *sequential t* e-process (scale-invariant likelihood ratio of the t statistic),
   used on batch means of per-interval paired differences.
 
@@ -14,6 +16,8 @@ The maths and references are in README.md next to this file.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
@@ -21,15 +25,11 @@ from scipy import special, stats
 FloatArray = npt.NDArray[np.float64]
 
 # Alternatives of the share test, as log odds ratios beyond the null boundary. A grid
-# with equal weights is a proper prior, so the mixture is an e-process; it spans a 2%
-# to a 12x worsening because smaller effects cannot be seen in a rollout and a larger
-# one is caught by the top of the grid anyway.
-SHARE_LOG_RATIOS: FloatArray = np.geomspace(0.02, 2.5, 16)
-
-# Tilts of the rank-score test (e_processes.score_log_e): scores live in [0, 1], and the
-# tilt that best detects a mean score shift d with n canary requests is about 12 d; the
-# grid covers shifts from a fraction of a percent to gross regressions.
-SCORE_TILTS: FloatArray = np.geomspace(0.05, 12.0, 12)
+# with equal weights is a proper prior, so the mixture is an e-process. Error counts in a
+# rollout are small (tens of events), so only rate ratios of about 1.5x and up can be
+# told apart at all; most of the mass sits on 1.5x-3x, the regressions a release breaks,
+# and the top of the grid (6x) still catches gross ones at the first look.
+SHARE_LOG_RATIOS: FloatArray = np.geomspace(0.4, 1.8, 8)
 
 # Alternatives of the t test, as standardised effects of one batch mean.
 T_EFFECTS: FloatArray = np.geomspace(0.15, 4.0, 12)
@@ -69,30 +69,41 @@ def share_log_e(k: FloatArray, total: FloatArray, p0: FloatArray,
     return _log_mean_exp(running, axis=-1)
 
 
-def score_log_e_look(pooled: FloatArray, canary_mapped: FloatArray, scores: FloatArray,
-                     tilts: FloatArray) -> FloatArray:
-    """Per-look log e-values of a rank-score test, one per tilt (new last axis).
+def normal_mixture_log_e(weighted_sum: FloatArray, information: FloatArray, tau: float,
+                         sign: float = 1.0) -> FloatArray:
+    """log e-value of the one-sided Gaussian mixture test of "drift <= 0" (sign +1) or
+    "drift >= 0" (sign -1).
 
-    `pooled` holds the counts per bucket of both versions together, `canary_mapped` the
-    canary's counts per bucket (a subset of `pooled`), `scores` a score per bucket
-    (same shapes, last axis = buckets). With S the canary's score sum, n_c its count and
-    N the pooled count, e(l) = exp(l S) / (mean over the pooled requests of
-    exp(l s))^n_c. Conditionally on the pooled multiset the canary's requests are a
-    sample without replacement from it when the versions do not differ, and by
-    Hoeffding (1963, Thm. 4) E exp(l S) is at most that power of the mean: e(l) is an
-    e-value for any real l.
+    With look-level differences D_i ~ N(delta, v_i) (asymptotically), B = sum D_i / v_i
+    and A = sum 1 / v_i, exp(d B - d^2 A / 2) is a supermartingale under delta <= 0 for
+    every d >= 0. Mixing d over a half-normal with scale `tau` (in the units of delta)
+    gives, with P = A + 1 / tau^2,
+    E = 2 / (tau sqrt(P)) exp(B^2 / (2 P)) Phi(B / sqrt(P))
+    (Robbins 1970; the mSPRT of Johari, Pekelis & Walsh 2022 with a one-sided prior).
     """
-    p = np.asarray(pooled, dtype=np.float64)[..., None, :]
-    c = np.asarray(canary_mapped, dtype=np.float64)[..., None, :]
-    s = np.asarray(scores, dtype=np.float64)[..., None, :]
-    lam = np.asarray(tilts, dtype=np.float64)[:, None]
-    n_all = p.sum(axis=-1)
-    n_c = c.sum(axis=-1)
-    total_score = (c * s).sum(axis=-1)
-    with np.errstate(divide="ignore"):
-        log_mean = special.logsumexp(lam * s, b=p, axis=-1) - np.log(n_all)
-    out = lam[..., 0] * total_score - n_c * log_mean
-    return np.asarray(np.where(n_all > 0, out, 0.0), dtype=np.float64)
+    b = sign * np.asarray(weighted_sum, dtype=np.float64)
+    a = np.maximum(np.asarray(information, dtype=np.float64), 0.0)
+    p = a + 1.0 / (tau * tau)
+    root = np.sqrt(p)
+    out = (math.log(2.0) - np.log(tau * root) + b * b / (2.0 * p)
+           + special.log_ndtr(b / root))
+    return np.asarray(out, dtype=np.float64)
+
+
+def normal_mixture_cs(weighted_sum: FloatArray, information: FloatArray, tau: float,
+                      alpha: float) -> tuple[FloatArray, FloatArray]:
+    """Two-sided Gaussian-mixture confidence sequence for delta: B/A -+ w/A with
+    w = sqrt(2 P (log(1/alpha) + log(tau sqrt(P)))), P = A + 1/tau^2 (Howard et al.
+    2021, eq. (14) with a normal mixing distribution). Infinite before any information."""
+    b = np.asarray(weighted_sum, dtype=np.float64)
+    a = np.asarray(information, dtype=np.float64)
+    p = a + 1.0 / (tau * tau)
+    half = np.sqrt(2.0 * p * (math.log(1.0 / alpha) + np.log(tau * np.sqrt(p))))
+    with np.errstate(all="ignore"):
+        centre = b / a
+        w = half / a
+    ok = a > 0
+    return (np.where(ok, centre - w, -np.inf), np.where(ok, centre + w, np.inf))
 
 
 def t_log_lr(t_stat: FloatArray, n: FloatArray, effects: FloatArray) -> FloatArray:

@@ -10,7 +10,7 @@ from analysis.judge import Decision
 from analysis.judge_result import MetricResult
 from analysis.metric_config import Direction, MetricConfig, Thresholds
 from analysis.metric_data import Counts, Histogram, MetricData, MetricPair, Series
-from analysis.sequential.judge import SequentialJudge
+from analysis.sequential.judge import DEFAULT_ALPHA, SequentialJudge
 
 LookData = MetricData | Histogram | Counts | Series
 
@@ -39,7 +39,7 @@ def _as_data(x: LookData | None) -> MetricData:
 def judge_look(baseline: LookData | None, canary: LookData | None,
                state: Mapping[str, Any] | None = None, *, name: str = "metric",
                direction: Direction = "increase", margin: float = 0.05,
-               quantile: float | None = None, alpha: float = 0.01,
+               quantile: float | None = None, alpha: float = DEFAULT_ALPHA,
                must_have_data: bool = False, final: bool = False) -> MetricLook:
     """Judge one look of one metric with the sequential test and carry its state.
 
