@@ -25,7 +25,8 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/canaryctl demo
 
-test: $(VENV)/.installed-test
+# Lint and types first: a change that breaks `mypy --strict` or ruff does not land.
+test: $(VENV)/.installed-test lint
 	bash tests/system_deps.sh
 	$(BIN)/python -m pytest -q
 
@@ -35,9 +36,14 @@ lint: $(VENV)/.installed-test
 
 check: lint test
 
+# Each benchmark measures a reference in the same run and prints ratios.
 bench: $(VENV)/.installed-test
 	bash tests/system_deps.sh --bench
 	$(BIN)/python benchmarks/judge_sim.py
+	$(BIN)/python benchmarks/proxy_bench.py
+	$(BIN)/python benchmarks/provider_fetch_bench.py
+	$(BIN)/python benchmarks/api_bench.py
+	$(BIN)/python benchmarks/report_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -32,6 +32,10 @@ class LookOutcome:
 
 class Judge(Protocol):
     name: str
+    # True when the judge wants all data since the analysis started at every look
+    # (Kayenta's way); False when it wants only the window since its last look and
+    # carries what came before in its state (the sequential judge).
+    cumulative: bool
 
     def look(
         self,

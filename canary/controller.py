@@ -191,8 +191,7 @@ class Controller:
             failed_gate = await self.hooks.gate("rollout", rec.phase)
             if failed_gate is not None:
                 return await self._failed_check(rec, failed_gate, start, end)
-        cumulative = bool(getattr(self.judge, "cumulative", False))
-        window_from = (rec.analysis_start or start) if cumulative else start
+        window_from = (rec.analysis_start or start) if self.judge.cumulative else start
         look = await take_look(
             self.spec.analysis, self.providers, self.judge, self.spec.service,
             Window(window_from, max(end, window_from + 1e-3), step=_series_step(end - window_from)),

@@ -34,7 +34,7 @@ async def _first_rollback(judge: Judge, env: DemoEnvironment,
     start = windows[0][0]
     try:
         for i, (lo, hi) in enumerate(windows):
-            frm = start if getattr(judge, "cumulative", False) else lo
+            frm = start if judge.cumulative else lo
             look = await take_look(rollout.spec.analysis, {"mesh": provider}, judge, "demo",
                                    Window(frm, hi, step=0.5), state,
                                    final=i == len(windows) - 1)

@@ -68,6 +68,7 @@ class SequentialJudge:
     """
 
     name = "sequential"
+    cumulative = False  # each look brings only its own window; earlier evidence is state
 
     def __init__(self, alpha: float = DEFAULT_ALPHA, series_batch: int = DEFAULT_BATCH) -> None:
         if not 0 < alpha < 1:
