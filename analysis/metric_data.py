@@ -64,6 +64,28 @@ class Histogram:
     def total(self) -> float:
         return float(self.counts.sum())
 
+    def on_grid(self, bounds: FloatArray) -> Histogram:
+        """These counts on a grid holding every bound of this histogram: each bucket's
+        count goes to the grid bucket that ends at the same bound. Exact when the grids
+        agree where this histogram has counts, as when a source leaves out empty buckets
+        (the mesh does) so baseline and canary arrive with different bounds."""
+        grid = np.asarray(bounds, dtype=np.float64)
+        idx = np.searchsorted(grid, self.upper_bounds)
+        if np.any(idx >= grid.size) or np.any(grid[np.minimum(idx, grid.size - 1)]
+                                              != self.upper_bounds):
+            raise ValueError("the grid does not hold every bound of the histogram")
+        counts = np.zeros(grid.size, dtype=np.float64)
+        np.add.at(counts, idx, self.counts)
+        return Histogram(grid, counts)
+
+
+def common_grid(*histograms: Histogram) -> FloatArray:
+    """The union of the histograms' bounds, for comparing them bucket by bucket."""
+    grid = np.zeros(0, dtype=np.float64)
+    for h in histograms:
+        grid = np.union1d(grid, h.upper_bounds)
+    return grid
+
 
 @dataclass(frozen=True)
 class Counts:

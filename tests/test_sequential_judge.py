@@ -256,3 +256,29 @@ def test_a_histogram_state_of_the_previous_format_starts_afresh() -> None:
         "kind": "histogram", "tests": ["shift", "tail"], "looks": {"increase": []}}}}
     out = SequentialJudge().look(_look(rng, 500), CONFIGS, Thresholds(), old, final=False)
     assert out.state["metrics"]["latency"]["looks"] and out.state["version"] == 2
+
+
+def test_histograms_on_different_grids_are_compared_on_their_union() -> None:
+    # The mesh leaves out empty buckets, so the baseline and canary of one look (and one
+    # look and the next) arrive with different bounds; a +50% regression must still show.
+    rng = np.random.default_rng(3)
+    grid = 1e-3 * 1.02 ** np.arange(400)
+
+    def hist(scale: float, n: int) -> Histogram:
+        counts, _ = np.histogram(rng.lognormal(np.log(scale), 0.3, n),
+                                 bins=np.concatenate([[0.0], grid]))
+        nz = np.nonzero(counts)[0]
+        lo, hi = nz[0], nz[-1] + 1  # trimmed to the buckets that hold requests
+        return Histogram.of(grid[lo:hi], counts[lo:hi])
+
+    state = None
+    decisions = []
+    for _ in range(2):
+        b, c = hist(0.020, 900), hist(0.030, 300)
+        assert b.upper_bounds[0] != c.upper_bounds[0]
+        look = judge_look(b, c, state, name="latency", direction="increase", margin=0.05)
+        state = look.state
+        decisions.append(look.decision.value)
+    assert decisions[0] == "rollback", decisions
+    effect = look.result.evidence.effect
+    assert effect is not None and 0.35 < effect < 0.65

@@ -35,7 +35,7 @@ from scipy import special, stats
 
 from analysis.judge_result import SideStats
 from analysis.metric_config import Direction
-from analysis.metric_data import Histogram
+from analysis.metric_data import Histogram, common_grid
 from analysis.sequential.confidence_sequences import normal_mixture_bound
 from analysis.sequential.e_processes import FloatArray, normal_mixture_log_e
 from analysis.sequential.reading import Reading
@@ -267,11 +267,6 @@ def histogram_stats(hist: Histogram) -> SideStats:
     return SideStats(int(n), mean, float(lower[nz[0]]), float(upper[nz[-1]]), std)
 
 
-def _fingerprint(bounds: FloatArray) -> list[float]:
-    finite = bounds[np.isfinite(bounds)]
-    return [float(bounds.size), float(finite.sum()), float(finite.size)]
-
-
 _NAMES = {"location": "geometric-mean (p50) ratio", "tail": "p99 ratio from widening"}
 
 
@@ -299,6 +294,10 @@ def _effect(b: float, a: float, test: str, margin: float, alphas: tuple[float, f
     return rel(est), (rel(float(lo)), rel(float(hi)))
 
 
+def _bounds_from_state(bounds: list[float | str]) -> FloatArray:
+    return np.array([math.inf if b == "+Inf" else float(b) for b in bounds], dtype=np.float64)
+
+
 def distribution_update(state: Mapping[str, Any] | None, baseline: Histogram | None,
                         canary: Histogram | None, *, direction: Direction, margin: float,
                         quantile: float | None, alpha: float) -> tuple[Reading, dict[str, Any]]:
@@ -314,11 +313,21 @@ def distribution_update(state: Mapping[str, Any] | None, baseline: Histogram | N
         prev = {}  # a state of the rank-score test of state version 1: start afresh
     looks: list[list[float]] = [list(x) for x in prev.get("looks", [])]
     have = (baseline is not None and canary is not None and baseline.total > 0
-            and canary.total > 0 and baseline.upper_bounds.size == canary.upper_bounds.size
-            and bool(np.all(baseline.upper_bounds == canary.upper_bounds)))
+            and canary.total > 0)
+    if have:
+        # Sources may send each version (and each look) on different bounds, e.g. with
+        # empty buckets left out: compare them on the union of every grid seen so far.
+        assert baseline is not None and canary is not None
+        earlier = (Histogram.of(_bounds_from_state(prev["bounds"]), prev["hist_b"])
+                   if "bounds" in prev else None)
+        grid = common_grid(baseline, canary, *([earlier] if earlier is not None else []))
+        if earlier is not None:
+            prev["hist_b"] = earlier.on_grid(grid).counts
+            prev["hist_c"] = Histogram.of(earlier.upper_bounds, prev["hist_c"]).on_grid(grid).counts
+        baseline, canary = baseline.on_grid(grid), canary.on_grid(grid)
     hist_b: FloatArray | None = None
     hist_c: FloatArray | None = None
-    grid = prev.get("grid")
+    kept_bounds: FloatArray = np.zeros(0, dtype=np.float64)
     scale_state = prev.get("scale")
     if have:
         assert baseline is not None and canary is not None
@@ -331,17 +340,19 @@ def distribution_update(state: Mapping[str, Any] | None, baseline: Histogram | N
         mb = look_moments(baseline.counts, scale.values)
         mc = look_moments(canary.counts, scale.values)
         looks.append([float(x) for x in mb] + [float(x) for x in mc])
-        same_grid = grid == _fingerprint(bounds) and "hist_b" in prev
-        hist_b = baseline.counts + (np.asarray(prev["hist_b"]) if same_grid else 0.0)
-        hist_c = canary.counts + (np.asarray(prev["hist_c"]) if same_grid else 0.0)
-        grid = _fingerprint(bounds)
-    elif "hist_b" in prev:
+        hist_b = baseline.counts + (np.asarray(prev["hist_b"]) if "bounds" in prev else 0.0)
+        hist_c = canary.counts + (np.asarray(prev["hist_c"]) if "bounds" in prev else 0.0)
+        kept_bounds = bounds
+    elif "bounds" in prev:
         hist_b, hist_c = np.asarray(prev["hist_b"]), np.asarray(prev["hist_c"])
+        kept_bounds = _bounds_from_state(prev["bounds"])
     new_state: dict[str, Any] = {"kind": "histogram", "tests": list(tests), "looks": looks}
     if scale_state is not None:
         new_state["scale"] = scale_state
     if hist_b is not None and hist_c is not None:
-        new_state.update(grid=grid, hist_b=[float(x) for x in hist_b],
+        # JSON has no infinity: the +inf bucket's bound is kept as the string "+Inf".
+        new_state.update(bounds=[float(x) if math.isfinite(x) else "+Inf" for x in kept_bounds],
+                         hist_b=[float(x) for x in hist_b],
                          hist_c=[float(x) for x in hist_c])
     if not looks or hist_b is None or hist_c is None or scale_state is None:
         return Reading(0.0, 0.0, math.nan, (math.nan, math.nan), "sequential distribution",
@@ -400,8 +411,7 @@ def distribution_update(state: Mapping[str, Any] | None, baseline: Histogram | N
             details[f"{t}_lower"] = lo_t
             details[f"{t}_upper"] = hi_t
 
-    bounds_now = (baseline.upper_bounds if have and baseline is not None
-                  else np.arange(len(hist_b), dtype=np.float64))
+    bounds_now = kept_bounds
     for lv in (0.5, 0.9, 0.99) if quantile is None else (quantile,):
         b_q = histogram_quantile(bounds_now, hist_b, lv)
         details[f"p{lv * 100:g}_ratio"] = (histogram_quantile(bounds_now, hist_c, lv) / b_q
