@@ -18,10 +18,17 @@ app.add_typer(mesh_app, name="mesh")
 
 def _register() -> None:
     # One line per command module; each defines register(app, mesh_app).
-    from cli import commands_analyze, commands_demo, commands_mesh, commands_rollout, commands_serve
+    from cli import (
+        commands_analyze,
+        commands_demo,
+        commands_logs,
+        commands_mesh,
+        commands_rollout,
+        commands_serve,
+    )
 
     for module in (commands_analyze, commands_rollout, commands_demo, commands_mesh,
-                   commands_serve):
+                   commands_serve, commands_logs):
         module.register(app, mesh_app)
 
 
