@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 
 from analysis.metric_data import Counts, MetricData, Series
+from providers.http_failures import back_off, transport_failure
 from providers.provider import LogEvent, LogQuery, MetricQuery, ProviderError
 from providers.secrets import Secret, redact
 
@@ -138,22 +139,12 @@ class DatadogProvider:
         while True:
             try:
                 response = await self._client.request(method, path, params=params, json=json_body)
-            except httpx.TimeoutException:
-                if attempt < self.retries:
-                    attempt += 1
-                    await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-                    continue
-                raise ProviderError(
-                    self.name, f"{what}: no answer within {self.timeout:g}s", retryable=True
-                ) from None
             except httpx.HTTPError as exc:
                 if attempt < self.retries:
                     attempt += 1
-                    await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                    await back_off(self.backoff, attempt)
                     continue
-                raise ProviderError(
-                    self.name, redact(f"{what}: {type(exc).__name__}: {exc}"), retryable=True
-                ) from None
+                raise transport_failure(self.name, what, exc, self.timeout) from None
 
             if response.status_code == 429:
                 wait = _header_float(response, "X-RateLimit-Reset")
@@ -175,7 +166,7 @@ class DatadogProvider:
                 continue
             if response.status_code in _RETRY_STATUSES and attempt < self.retries:
                 attempt += 1
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                await back_off(self.backoff, attempt)
                 continue
             if response.status_code >= 400:
                 raise ProviderError(

@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 
 from analysis.metric_data import Counts, Histogram, MetricData, Series
+from providers.http_failures import back_off, transport_failure
 from providers.provider import LogEvent, LogQuery, MetricQuery, ProviderError, Window
 from providers.secrets import Secret, redact
 
@@ -211,22 +212,12 @@ class SplunkProvider:
             )
             try:
                 response = await self._client.send(request, stream=stream)
-            except httpx.TimeoutException:
-                if attempt < self.retries:
-                    attempt += 1
-                    await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-                    continue
-                raise ProviderError(
-                    self.name, f"{what}: no answer within {self.timeout:g}s", retryable=True
-                ) from None
             except httpx.HTTPError as exc:
                 if attempt < self.retries:
                     attempt += 1
-                    await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                    await back_off(self.backoff, attempt)
                     continue
-                raise ProviderError(
-                    self.name, redact(f"{what}: {type(exc).__name__}: {exc}"), retryable=True
-                ) from None
+                raise transport_failure(self.name, what, exc, self.timeout) from None
             if response.status_code < 400:
                 return response
             if stream:
@@ -243,7 +234,7 @@ class SplunkProvider:
                 continue
             if response.status_code in _RETRY_STATUSES and attempt < self.retries:
                 attempt += 1
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                await back_off(self.backoff, attempt)
                 continue
             raise ProviderError(
                 self.name,
