@@ -35,8 +35,14 @@ def serve(
         "--flagger-without-auth",
         help="Serve POST /api/v1/flagger/{hook} without the token (Flagger's webhooks "
              "cannot send one); gate changes still need it.")] = False,
+    providers_file: Annotated[Path | None, typer.Option(
+        "--providers",
+        help="YAML mapping of metrics account names to provider settings (as under a "
+             "rollout spec's providers:); Kayenta requests pick one with metricsAccountName "
+             "and canaryctl fetches their metrics.")] = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json)."""
+    from canary.api.metrics_accounts import load_metrics_accounts
     from canary.input_error import InputError
     from cli.rollout_runner import state_dir_option
 
@@ -52,6 +58,8 @@ def serve(
                 raise InputError(str(path), "", "cannot read file")
         if not 0 <= port < 65536:
             raise InputError("--port", "", f"expected a port between 0 and 65535, got {port}")
+        metrics_accounts = (load_metrics_accounts(providers_file)
+                            if providers_file is not None else {})
     except InputError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(exit_codes.INVALID_INPUT) from None
@@ -62,7 +70,8 @@ def serve(
 
     app = create_app(state_dir_option(state_dir), token, report_dir=report_dir,
                      kayenta_without_auth=kayenta_without_auth,
-                     flagger_without_auth=flagger_without_auth)
+                     flagger_without_auth=flagger_without_auth,
+                     metrics_accounts=metrics_accounts)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="info", access_log=False,
         ssl_certfile=str(tls_cert) if tls_cert else None,

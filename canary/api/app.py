@@ -4,7 +4,7 @@ contracts over the analyses and rollouts a RunManager hosts (DESIGN.md, HTTP API
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,14 +35,21 @@ def _iso(ts: float | None) -> str | None:
         "+00:00", "Z")
 
 
+def _millis(ts: float | None) -> int | None:
+    return None if ts is None else int(ts * 1000)
+
+
 def _duration(seconds: float) -> str:
     return f"PT{max(seconds, 0.0):.3f}S"
 
 
 def create_app(state_dir: Path, token: str, *, report_dir: Path | None = None,
                kayenta_without_auth: bool = False,
-               flagger_without_auth: bool = False) -> FastAPI:
-    manager = RunManager(state_dir, report_dir)
+               flagger_without_auth: bool = False,
+               metrics_accounts: Mapping[str, Mapping[str, Any]] | None = None) -> FastAPI:
+    """`metrics_accounts`: provider settings by name (as under a rollout spec's
+    `providers:`), the metrics accounts Kayenta requests name in `metricsAccountName`."""
+    manager = RunManager(state_dir, report_dir, metrics_accounts=metrics_accounts)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -308,14 +315,22 @@ def _kayenta_router(manager: RunManager, auth: Any) -> APIRouter:
 
     @router.get("/credentials")
     async def credentials() -> list[dict[str, Any]]:
-        return []
+        """Kayenta's account list: the server's metrics accounts (never their secrets)."""
+        return [{"name": name, "type": str(settings.get("type")),
+                 "supportedTypes": ["METRICS_STORE"]}
+                for name, settings in sorted(manager.metrics_accounts.items())]
 
     def submit(kind: str, config: dict[str, Any], req: m.KayentaExecutionRequest,
                params: dict[str, Any]) -> RunRecord:
         if req.metricSetPairs is None:
-            raise InputError("request", "executionRequest.metricSetPairs",
-                             "canaryctl needs the metric data inline (a Kayenta metric set "
-                             "pair list); it does not query Kayenta's metric stores")
+            if not req.scopes:
+                raise InputError("request", "executionRequest.scopes",
+                                 "scopes to fetch the metrics for (with a metrics account of "
+                                 "this server), or the data inline as metricSetPairs")
+            request = req.model_dump(mode="json", by_alias=True, exclude_none=True)
+            return manager.submit_kayenta_fetch(
+                kind, config, request, params.get("metricsAccountName"),  # type: ignore[arg-type]
+                {"kayenta": {**params, "executionRequest": request}})
         thresholds = None if req.thresholds is None else {
             "pass": req.thresholds.pass_, "marginal": req.thresholds.marginal}
         try:
@@ -337,17 +352,21 @@ def _kayenta_router(manager: RunManager, auth: Any) -> APIRouter:
 
     @router.post("/canary", response_model=m.KayentaExecution)
     async def adhoc(body: m.KayentaAdhocRequest, application: str = "canaryctl",
-                    storageAccountName: str | None = None) -> m.KayentaExecution:
+                    storageAccountName: str | None = None,
+                    metricsAccountName: str | None = None) -> m.KayentaExecution:
         rec = submit("kayenta", body.canaryConfig, body.executionRequest,
-                     {"application": application, "storageAccountName": storageAccountName})
+                     {"application": application, "storageAccountName": storageAccountName,
+                      "metricsAccountName": metricsAccountName})
         return m.KayentaExecution(canaryExecutionId=rec.id)
 
     @router.post("/canary/{config_id}", response_model=m.KayentaExecution)
     async def with_config(config_id: str, body: m.KayentaExecutionRequest,
                           application: str = "canaryctl",
-                          storageAccountName: str | None = None) -> m.KayentaExecution:
+                          storageAccountName: str | None = None,
+                          metricsAccountName: str | None = None) -> m.KayentaExecution:
         rec = submit("kayenta", stored_config(config_id), body,
-                     {"application": application, "storageAccountName": storageAccountName})
+                     {"application": application, "storageAccountName": storageAccountName,
+                      "metricsAccountName": metricsAccountName, "configId": config_id})
         return m.KayentaExecution(canaryExecutionId=rec.id)
 
     def kayenta_status(rec: RunRecord) -> str:
@@ -366,14 +385,22 @@ def _kayenta_router(manager: RunManager, auth: Any) -> APIRouter:
                                                   - (rec.started_at or rec.created_at))}
         exception = None
         if rec.status == "FAILED" and rec.verdict is None:
-            exception = {"details": {"errors": [rec.error or rec.progress]}}
+            # Orca's stage exception shape, which Kayenta passes on and Spinnaker shows.
+            message = rec.error or rec.progress
+            exception = {"exceptionType": "CanaryExecutionError", "shouldRetry": False,
+                         "timestamp": int((rec.ended_at or rec.created_at) * 1000),
+                         "details": {"error": message, "errors": [message],
+                                     "metrics": rec.result.get("errors") or {}}}
         return m.KayentaResult(
             complete=rec.complete, status=kayenta_status(rec),  # type: ignore[arg-type]
             result=result, application=params.get("application") or "canaryctl",
             storageAccountName=params.get("storageAccountName"),
             canaryExecutionRequest=params.get("executionRequest"),
             buildTimeIso=_iso(rec.created_at) or "", startTimeIso=_iso(rec.started_at),
-            endTimeIso=_iso(rec.ended_at), exception=exception)
+            endTimeIso=_iso(rec.ended_at), exception=exception, pipelineId=rec.id,
+            configId=params.get("configId"), metricsAccountName=params.get("metricsAccountName"),
+            buildTimeMillis=_millis(rec.created_at), startTimeMillis=_millis(rec.started_at),
+            endTimeMillis=_millis(rec.ended_at))
 
     def kayenta_run(run_id: str, kind: str) -> RunRecord:
         rec = manager.runs.get_run(run_id)
@@ -387,22 +414,24 @@ def _kayenta_router(manager: RunManager, auth: Any) -> APIRouter:
         return kayenta_result(kayenta_run(run_id, "kayenta"))
 
     @router.post("/standalone_canary_analysis", response_model=m.KayentaStandaloneExecution)
-    async def standalone(body: m.KayentaStandaloneRequest, application: str = "canaryctl"
+    async def standalone(body: m.KayentaStandaloneRequest, application: str = "canaryctl",
+                         metricsAccountName: str | None = None
                          ) -> m.KayentaStandaloneExecution:
         if body.canaryConfig is None:
             raise InputError("request", "canaryConfig", "a Kayenta canary config is needed "
                              "(or use /standalone_canary_analysis/config/{id})")
         rec = submit("standalone", body.canaryConfig, body.executionRequest,
-                     {"application": application})
+                     {"application": application, "metricsAccountName": metricsAccountName})
         return m.KayentaStandaloneExecution(canaryAnalysisExecutionId=rec.id)
 
     @router.post("/standalone_canary_analysis/config/{config_id}",
                  response_model=m.KayentaStandaloneExecution)
     async def standalone_with_config(config_id: str, body: m.KayentaStandaloneRequest,
-                                     application: str = "canaryctl"
+                                     application: str = "canaryctl",
+                                     metricsAccountName: str | None = None
                                      ) -> m.KayentaStandaloneExecution:
         rec = submit("standalone", stored_config(config_id), body.executionRequest,
-                     {"application": application})
+                     {"application": application, "metricsAccountName": metricsAccountName})
         return m.KayentaStandaloneExecution(canaryAnalysisExecutionId=rec.id)
 
     @router.get("/standalone_canary_analysis/{run_id}")

@@ -117,8 +117,8 @@ class KayentaThresholds(BaseModel):
 
 
 class KayentaExecutionRequest(BaseModel):
-    """Kayenta's CanaryExecutionRequest; `metricSetPairs` (our extension) carries the
-    data inline, since canaryctl does not run Kayenta's metric stores."""
+    """Kayenta's CanaryExecutionRequest. Without `metricSetPairs` (our extension: the
+    data inline) the server fetches each metric for `scopes` from a metrics account."""
 
     model_config = ConfigDict(extra="allow")
     scopes: dict[str, Any] = Field(default_factory=dict)
@@ -154,3 +154,9 @@ class KayentaResult(BaseModel):
     startTimeIso: str | None = None
     endTimeIso: str | None = None
     exception: dict[str, Any] | None = None
+    pipelineId: str | None = None
+    configId: str | None = None
+    metricsAccountName: str | None = None
+    buildTimeMillis: int | None = None
+    startTimeMillis: int | None = None
+    endTimeMillis: int | None = None

@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from canary.api.analysis_job import AnalysisBody, Job, build_job, run_job
 from canary.api.run_store import RunKind, RunRecord, RunStatus, RunStore
 from canary.input_error import InputError
 from canary.store import RolloutRecord, Store
+
+if TYPE_CHECKING:
+    from canary.api.kayenta_fetch import KayentaFetchJob
 
 log = logging.getLogger("canaryctl.api")
 
@@ -70,8 +73,11 @@ Notifier = Callable[[str, str, str, Mapping[str, Any]], None]
 
 class RunManager:
     def __init__(self, state_dir: Path, report_dir: Path | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 metrics_accounts: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.state_dir = state_dir
+        # Kayenta's metrics accounts: provider settings by name (serve --providers).
+        self.metrics_accounts = dict(metrics_accounts or {})
         self.report_dir = report_dir or state_dir / "reports"
         self.clock = clock
         self.runs = RunStore(state_dir)
@@ -108,7 +114,10 @@ class RunManager:
 
     # -- analyses ---------------------------------------------------------------------
 
-    def job_of(self, rec: RunRecord) -> Job:
+    def job_of(self, rec: RunRecord) -> Job | KayentaFetchJob:
+        fetch = rec.request.get("kayentaFetch")
+        if fetch is not None:
+            return self._kayenta_job(fetch, f"analysis {rec.id}")
         body = AnalysisBody.model_validate(rec.request["body"])
         return build_job(body, f"analysis {rec.id}", rec.request["receivedAt"])
 
@@ -122,14 +131,41 @@ class RunManager:
         self._spawn(rec.id, job)
         return rec
 
-    def _spawn(self, run_id: str, job: Job) -> None:
+    def _kayenta_job(self, fetch: Mapping[str, Any], source: str) -> KayentaFetchJob:
+        from canary.api.kayenta_fetch import build_kayenta_job, job_thresholds
+
+        request = fetch["executionRequest"]
+        return build_kayenta_job(fetch["canaryConfig"], request, fetch.get("metricsAccountName"),
+                                 self.metrics_accounts, source, job_thresholds(request))
+
+    def submit_kayenta_fetch(self, kind: RunKind, config: dict[str, Any],
+                             execution_request: dict[str, Any], account: str | None,
+                             extra: Mapping[str, Any]) -> RunRecord:
+        """A Kayenta execution whose metrics the server fetches itself."""
+        fetch = {"canaryConfig": config, "executionRequest": execution_request,
+                 "metricsAccountName": account}
+        job = self._kayenta_job(fetch, "request")
+        # What status answers read of an analysis body: its name and thresholds.
+        body = {"name": config.get("name"), "thresholds": {
+            "pass": job.thresholds.pass_, "marginal": job.thresholds.marginal}}
+        request = {"body": body, "kayentaFetch": fetch, "receivedAt": self.clock(), **extra}
+        rec = self.runs.create_run(kind, request, f"fetching metrics from {job.account}")
+        self._spawn(rec.id, job)
+        return rec
+
+    def _spawn(self, run_id: str, job: Job | KayentaFetchJob) -> None:
         task = asyncio.create_task(self._run(run_id, job), name=f"analysis-{run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
 
-    async def _run(self, run_id: str, job: Job) -> None:
+    async def _run(self, run_id: str, job: Job | KayentaFetchJob) -> None:
+        from canary.api.kayenta_fetch import KayentaFetchJob, run_kayenta_job
+
         try:
-            outcome = await run_job(job, self.clock)
+            if isinstance(job, KayentaFetchJob):
+                outcome = await run_kayenta_job(job)
+            else:
+                outcome = await run_job(job, self.clock)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug or an unexpected provider failure: report it
