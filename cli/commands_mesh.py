@@ -20,6 +20,54 @@ def register(app: typer.Typer, mesh_app: typer.Typer) -> None:
     mesh_app.command("proxy")(proxy)
     mesh_app.command("set-weight")(set_weight)
     mesh_app.command("status")(status)
+    ca_app = typer.Typer(help="The mesh's own CA: per-service identities for mTLS.",
+                         no_args_is_help=True)
+    ca_app.command("init")(ca_init)
+    ca_app.command("issue")(ca_issue)
+    mesh_app.add_typer(ca_app, name="ca")
+
+
+def ca_init(
+    directory: Annotated[str, typer.Option("--dir", help="Where ca.crt and ca.key go.")],
+    name: Annotated[str, typer.Option(help="The CA's common name.")] = "canaryctl mesh CA",
+    days: Annotated[int, typer.Option(help="Validity in days.")] = 3650,
+    force: Annotated[bool, typer.Option(help="Replace an existing CA.")] = False,
+) -> None:
+    """Create the mesh CA (ECDSA P-256; the key is written owner-only)."""
+    from mesh.identity import IdentityError, init_ca
+
+    if days < 1:
+        raise _fail(f"--days: expected a positive integer, got {days}", exit_codes.INVALID_INPUT)
+    try:
+        cert, key = init_ca(directory, name=name, days=days, force=force)
+    except (IdentityError, OSError) as exc:
+        raise _fail(str(exc), exit_codes.INVALID_INPUT) from None
+    print(f"{cert}\n{key}")
+
+
+def ca_issue(
+    service: Annotated[str, typer.Argument(help="Service name: the identity to issue.")],
+    directory: Annotated[str, typer.Option("--dir", help="The CA's directory.")],
+    out: Annotated[str | None, typer.Option(
+        help="Where SERVICE.crt and SERVICE.key go [default: the CA's directory].")] = None,
+    days: Annotated[int, typer.Option(help="Validity in days.")] = 90,
+) -> None:
+    """Issue SERVICE's certificate (URI SAN spiffe://canaryctl.mesh/service/SERVICE and
+    DNS SAN SERVICE), signed by the mesh CA, for server and client use."""
+    import re
+
+    from mesh.identity import IdentityError, issue
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", service):
+        raise _fail(f"SERVICE: expected a service name ([A-Za-z0-9_.-], up to 63), got "
+                    f"{service!r}", exit_codes.INVALID_INPUT)
+    if days < 1:
+        raise _fail(f"--days: expected a positive integer, got {days}", exit_codes.INVALID_INPUT)
+    try:
+        cert, key = issue(directory, service, out=out, days=days)
+    except (IdentityError, OSError) as exc:
+        raise _fail(str(exc), exit_codes.INVALID_INPUT) from None
+    print(f"{cert}\n{key}")
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -40,10 +88,15 @@ def proxy(
     admin: Annotated[str | None, typer.Option(
         help="HOST:PORT of the admin API (keep it on loopback).")] = None,
     admin_token_file: Annotated[str | None, typer.Option(help=_TOKEN_HELP)] = None,
+    workers: Annotated[int, typer.Option(
+        help="Processes sharing the listeners (SO_REUSEPORT); one admin API and metrics.")]
+    = 1,
+    access_log: Annotated[str | None, typer.Option(
+        help="Write a JSON-lines access log to this file (rotated).")] = None,
 ) -> None:
     """Run the proxy. Prints one JSON line with the bound addresses when ready, then
     serves until SIGTERM or Ctrl-C."""
-    from mesh.config import MeshConfigError, config_from_flags, load_config
+    from mesh.config import MeshConfigError, config_from_flags, load_config, with_access_log
     from mesh.runner import run
     from mesh.server import MeshError, read_token
 
@@ -57,10 +110,14 @@ def proxy(
                 listen=listen, service=service, versions=version, weights=weight or [],
                 admin=admin,
             )
+        if workers < 1:
+            raise MeshConfigError(f"--workers: expected a positive integer, got {workers}")
+        if access_log is not None:
+            mesh_config = with_access_log(mesh_config, access_log)
         token_file = admin_token_file or (
             mesh_config.admin.token_file if mesh_config.admin else None
         )
-        run(mesh_config, read_token(token_file))
+        run(mesh_config, read_token(token_file), workers=workers, config_path=config)
     except (MeshConfigError, MeshError) as exc:
         raise _fail(str(exc), exit_codes.INVALID_INPUT) from None
     except KeyboardInterrupt:

@@ -49,7 +49,8 @@ class AdminApi:
     def authorized(self, header: bytes | None) -> bool:
         return header is not None and hmac.compare_digest(header.strip(), self._token)
 
-    def handle(self, method: bytes, url: bytes, auth: bytes | None, body: bytes) -> Response:
+    async def handle(self, method: bytes, url: bytes, auth: bytes | None, body: bytes
+                     ) -> Response:
         parsed = httptools.parse_url(url)
         path = unquote(parsed.path.decode("latin-1"))
         query = parse_qs(parsed.query.decode("latin-1")) if parsed.query else {}
@@ -62,7 +63,7 @@ class AdminApi:
                 raise AdminError(404, f"no such path {path}")
             if not self.authorized(auth):
                 return _json(401, {"error": "missing or wrong bearer token"})
-            return self._admin(method, path, query, body)
+            return await self._admin(method, path, query, body)
         except AdminError as exc:
             return _json(exc.status, {"error": str(exc)})
 
@@ -71,7 +72,7 @@ class AdminApi:
         if method not in allowed:
             raise AdminError(405, f"method {method.decode()} not allowed here")
 
-    def _admin(
+    async def _admin(
         self, method: bytes, path: str, query: dict[str, list[str]], body: bytes
     ) -> Response:
         server = self._server
@@ -80,7 +81,21 @@ class AdminApi:
             self._method(method, b"GET")
             return _json(200, server.health())
         if path == "/admin/v1/routes":
-            self._method(method, b"GET")
+            if method == b"GET":
+                return _json(200, server.routes())
+            self._method(method, b"PUT")
+            try:
+                server.replace_routes(json.loads(body or b"null"))
+            except ValueError as exc:  # MeshConfigError and bad JSON alike
+                raise AdminError(400, str(exc)) from None
+            await self._settle()
+            return _json(200, server.routes())
+        if path == "/admin/v1/reload":
+            self._method(method, b"POST")
+            if server.config_path is None:
+                raise AdminError(400, "the proxy was started without --config")
+            if not await server.reload():
+                raise AdminError(400, server.last_reload_error or "reload rejected")
             return _json(200, server.routes())
         if path == "/admin/v1/stats":
             self._method(method, b"GET")
@@ -96,8 +111,15 @@ class AdminApi:
                 applied = server.set_weights(service, weights)
             except ValueError as exc:
                 raise AdminError(400, str(exc)) from None
+            await self._settle()
             return _json(200, {"service": service, "weights": applied})
         raise AdminError(404, f"no such path {path}")
+
+    async def _settle(self) -> None:
+        try:
+            await self._server.settle()
+        except TimeoutError:
+            raise AdminError(500, "a worker did not take the change in time") from None
 
     def _weights_of(self, service: str) -> dict[str, int]:
         weights = self._server.weights(service)
@@ -200,13 +222,21 @@ class AdminProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         keep_alive = self.parser.should_keep_alive()
+        request = (self.parser.get_method(), self._url, self._auth, b"".join(self._body))
+        # One request at a time: a pipelined one waits until this answer is out.
+        if self.transport is not None:
+            self.transport.pause_reading()
+        asyncio.get_running_loop().create_task(self._answer(request, keep_alive))
+
+    async def _answer(self, request: tuple[bytes, bytes, bytes | None, bytes],
+                      keep_alive: bool) -> None:
         try:
-            response = self.api.handle(
-                self.parser.get_method(), self._url, self._auth, b"".join(self._body)
-            )
+            response = await self.api.handle(*request)
         except Exception as exc:  # an admin bug must not take the proxy down
             response = _json(500, {"error": f"{type(exc).__name__}: {exc}"})
         self._send(*response, keep_alive=keep_alive)
+        if keep_alive and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _send(self, status: int, ctype: bytes, body: bytes, *, keep_alive: bool) -> None:
         if self.transport is None or self.transport.is_closing():

@@ -23,8 +23,14 @@ class MeshClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.admin_url = admin_url.rstrip("/")
+        base_url = self.admin_url
+        if admin_url.startswith("unix:"):
+            # An admin API on a unix socket (admin.address: unix:/path).
+            if transport is None:
+                transport = httpx.AsyncHTTPTransport(uds=admin_url[len("unix:"):])
+            base_url = "http://mesh-admin"
         self._http = httpx.AsyncClient(
-            base_url=self.admin_url,
+            base_url=base_url,
             headers={"authorization": f"Bearer {token}"},
             timeout=timeout,
             transport=transport,
@@ -64,6 +70,12 @@ class MeshClient:
 
     async def routes(self) -> dict[str, Any]:
         data: dict[str, Any] = await self._call("GET", "/admin/v1/routes")
+        return data
+
+    async def replace_routes(self, routes: dict[str, Any]) -> dict[str, Any]:
+        """Replaces every listener's services at once (the shape `routes()` returns);
+        an invalid table is refused whole and the running one kept."""
+        data: dict[str, Any] = await self._call("PUT", "/admin/v1/routes", json=routes)
         return data
 
     async def stats(

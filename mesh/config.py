@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,12 +32,33 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class UpstreamTLS(_Model):
+    """mTLS to a version's endpoints (another mesh proxy): our certificate, the mesh CA,
+    and the service identity the endpoints must present."""
+
+    cert: str
+    key: str
+    ca: str
+    service: str = Field(pattern=_NAME)
+
+
+class ListenerTLS(_Model):
+    """mTLS on a listener: our certificate, and client certificates required, signed
+    by the mesh CA; with `client_services`, only those identities are let in."""
+
+    cert: str
+    key: str
+    ca: str
+    client_services: list[str] = Field(default_factory=list)
+
+
 class VersionConfig(_Model):
     """One backend group of a service (baseline, canary, or any named version)."""
 
     name: str = Field(pattern=_NAME)
     endpoints: list[str] = Field(min_length=1)
     weight: int = Field(default=0, ge=0, le=1_000_000)
+    tls: UpstreamTLS | None = None
 
     @field_validator("endpoints")
     @classmethod
@@ -71,6 +92,25 @@ class StickyConfig(_Model):
     max_age: int = Field(default=86_400, ge=1)
 
 
+class MirrorConfig(_Model):
+    """Copies `percent` of a service's requests to `version`; its answers are dropped."""
+
+    version: str
+    percent: float = Field(default=100.0, gt=0, le=100)
+
+
+class OutlierConfig(_Model):
+    """Passive ejection: an endpoint that fails `consecutive_failures` times in a row
+    (refused, reset, timed out, 5xx when `on_5xx`) is skipped for `eject_seconds`,
+    doubling on each repeat; at most `max_ejected_percent` of a version's endpoints are
+    out at once, so a version never loses all its endpoints to ejection."""
+
+    consecutive_failures: int = Field(default=5, ge=1)
+    eject_seconds: float = Field(default=10.0, gt=0)
+    max_ejected_percent: int = Field(default=50, ge=0, le=100)
+    on_5xx: bool = False
+
+
 class ServiceConfig(_Model):
     name: str = Field(pattern=_NAME)
     hosts: list[str] = Field(default_factory=list, description="empty: any Host")
@@ -78,6 +118,10 @@ class ServiceConfig(_Model):
     versions: list[VersionConfig] = Field(min_length=1)
     match: list[MatchRule] = Field(default_factory=list)
     sticky: StickyConfig | None = None
+    balance: Literal["round_robin", "least_requests"] = "round_robin"
+    mirror: MirrorConfig | None = None
+    retries: int = Field(default=1, ge=0, le=5, description="other endpoints to try")
+    outlier: OutlierConfig = Field(default_factory=OutlierConfig)
 
     @field_validator("path_prefix")
     @classmethod
@@ -96,6 +140,8 @@ class ServiceConfig(_Model):
         for rule in self.match:
             if rule.version not in names:
                 raise ValueError(f"match rule names unknown version {rule.version!r}")
+        if self.mirror is not None and self.mirror.version not in names:
+            raise ValueError(f"mirror names unknown version {self.mirror.version!r}")
         return self
 
     def weights(self) -> dict[str, int]:
@@ -119,6 +165,7 @@ class ServiceConfig(_Model):
 class ListenerConfig(_Model):
     address: str = "127.0.0.1:8080"
     services: list[ServiceConfig] = Field(min_length=1)
+    tls: ListenerTLS | None = None
 
     @field_validator("address")
     @classmethod
@@ -128,12 +175,16 @@ class ListenerConfig(_Model):
 
 
 class AdminConfig(_Model):
-    address: str = "127.0.0.1:9901"
+    address: str = Field(default="127.0.0.1:9901", description="host:port or unix:/path")
     token_file: str | None = None
 
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
+        if value.startswith("unix:"):
+            if len(value) <= len("unix:"):
+                raise ValueError("expected unix:/path/to/socket")
+            return value
         split_address(value)
         return value
 
@@ -145,6 +196,7 @@ class TimeoutConfig(_Model):
     upstream_read: float = Field(default=30.0, gt=0)
     client_header: float = Field(default=10.0, gt=0)
     client_idle: float = Field(default=60.0, gt=0)
+    client_body: float = Field(default=30.0, gt=0, description="longest silence in a body")
     pool_idle: float = Field(default=30.0, gt=0)
 
 
@@ -161,9 +213,19 @@ class StatsConfig(_Model):
     retention: float = Field(default=1800.0, gt=0)
 
 
+class AccessLogConfig(_Model):
+    """JSON lines, written in batches; the file is rotated at `max_bytes` keeping
+    `backups` old files (path.1 is the newest)."""
+
+    path: str
+    max_bytes: int = Field(default=100 * 1024 * 1024, ge=4096)
+    backups: int = Field(default=3, ge=0, le=100)
+
+
 class MeshConfig(_Model):
     listeners: list[ListenerConfig] = Field(min_length=1)
     admin: AdminConfig | None = None
+    access_log: AccessLogConfig | None = None
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     limits: LimitConfig = Field(default_factory=LimitConfig)
     stats: StatsConfig = Field(default_factory=StatsConfig)
@@ -288,3 +350,10 @@ def complete_weights(
         for n in missing:
             result[n] = 0
     return result
+
+
+def with_access_log(config: MeshConfig, path: str) -> MeshConfig:
+    """`--access-log PATH` over whatever the config says."""
+    data = config.model_dump(mode="json")
+    data["access_log"] = {**(data.get("access_log") or {}), "path": path}
+    return parse_config(data, "--access-log")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,28 +50,51 @@ def bucket_index(seconds: float) -> int:
 
 
 class VersionStats:
-    """Cumulative counters of one (service, version)."""
+    """Cumulative counters of one (service, version).
 
-    __slots__ = ("buckets", "by_class", "count", "latency_sum", "service", "version")
+    `by_class`, `buckets` and `sum_cell` are any mutable sequences: plain lists in a
+    single process, views of a shared-memory slot in a worker (mesh/shared_stats.py).
+    """
 
-    def __init__(self, service: str, version: str) -> None:
+    __slots__ = ("buckets", "by_class", "service", "sum_cell", "version")
+
+    def __init__(
+        self, service: str, version: str, *,
+        by_class: Any = None, buckets: Any = None, sum_cell: Any = None,
+    ) -> None:
         self.service = service
         self.version = version
         # Index = status // 100; index 0 collects nonsense status codes.
-        self.by_class = [0] * 6
-        self.buckets = [0] * _N
-        self.count = 0
-        self.latency_sum = 0.0
+        self.by_class = [0] * 6 if by_class is None else by_class
+        self.buckets = [0] * _N if buckets is None else buckets
+        self.sum_cell = [0.0] if sum_cell is None else sum_cell
+
+    @property
+    def latency_sum(self) -> float:
+        return float(self.sum_cell[0])
+
+    @property
+    def count(self) -> int:
+        return int(sum(self.by_class))
 
     def observe(self, status: int, seconds: float) -> None:
         cls = status // 100
         self.by_class[cls if 0 < cls < 6 else 0] += 1
-        self.count += 1
-        self.latency_sum += seconds
+        self.sum_cell[0] += seconds
         if seconds <= FIRST_BOUND:
             self.buckets[0] += 1
-        else:
-            self.buckets[bucket_index(seconds)] += 1
+            return
+        # bucket_index() inlined: this runs once per request.
+        i = math.ceil(math.log(seconds / FIRST_BOUND) * _INV_LOG_RATIO)
+        if i < _N and seconds > BOUNDS[i]:
+            i += 1
+        elif i <= _N and seconds <= BOUNDS[i - 1]:
+            i -= 1
+        self.buckets[i if i < _N else _N - 1] += 1
+
+    def totals(self) -> tuple[list[int], list[int], float]:
+        """A copy of the counters, for readers off the hot path."""
+        return list(self.by_class), list(self.buckets), self.latency_sum
 
 
 @dataclass(frozen=True)
@@ -93,8 +117,12 @@ class _Tick:
 class MeshMetrics:
     """All counters of one proxy process, plus the ring of per-tick deltas."""
 
-    def __init__(self, *, interval: float = 0.5, retention: float = 1800.0) -> None:
+    def __init__(
+        self, *, interval: float = 0.5, retention: float = 1800.0,
+        stats_factory: Callable[[str, str], VersionStats] = VersionStats,
+    ) -> None:
         self._stats: dict[tuple[str, str], VersionStats] = {}
+        self._factory = stats_factory
         self._last: dict[tuple[str, str], tuple[list[int], list[int], float]] = {}
         self.interval = interval
         # Room for twice the regular ticks: reads of the present add ticks of their own.
@@ -105,7 +133,7 @@ class MeshMetrics:
         key = (service, version)
         stats = self._stats.get(key)
         if stats is None:
-            stats = self._stats[key] = VersionStats(service, version)
+            stats = self._stats[key] = self._factory(service, version)
         return stats
 
     def all_stats(self) -> list[VersionStats]:
@@ -124,11 +152,9 @@ class MeshMetrics:
                 prev_class, prev_buckets, prev_sum = [0] * 6, [0] * _N, 0.0
             else:
                 prev_class, prev_buckets, prev_sum = last
-            if last is not None and stats.by_class == prev_class:
+            cur_class, cur_buckets, cur_sum = stats.totals()
+            if last is not None and cur_class == prev_class:
                 continue
-            cur_class = list(stats.by_class)
-            cur_buckets = list(stats.buckets)
-            cur_sum = stats.latency_sum
             idx: list[int] = []
             cnt: list[int] = []
             for i, (c, p) in enumerate(zip(cur_buckets, prev_buckets, strict=True)):
@@ -207,12 +233,14 @@ class MeshMetrics:
             "# TYPE canaryctl_mesh_requests_total counter",
         ]
         stats = sorted(self._stats.values(), key=lambda s: (s.service, s.version))
+        totals = {id(s): s.totals() for s in stats}
         for s in stats:
             labels = f'service="{_esc(s.service)}",version="{_esc(s.version)}"'
+            by_class = totals[id(s)][0]
             for i, cls in enumerate(CLASSES):
                 lines.append(
                     f'canaryctl_mesh_requests_total{{{labels},code_class="{cls}"}} '
-                    f"{s.by_class[i + 1]}"
+                    f"{by_class[i + 1]}"
                 )
         lines.append(
             "# HELP canaryctl_mesh_request_duration_seconds "
@@ -223,13 +251,13 @@ class MeshMetrics:
         for s in stats:
             labels = f'service="{_esc(s.service)}",version="{_esc(s.version)}"'
             cumulative = 0
-            buckets = list(s.buckets)
+            _, buckets, latency_sum = totals[id(s)]
             count = sum(buckets)
             for bound, c in zip(BOUNDS, buckets, strict=True):
                 cumulative += c
                 lines.append(f'{name}_bucket{{{labels},le="{bound:.6g}"}} {cumulative}')
             lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {count}')
-            lines.append(f"{name}_sum{{{labels}}} {s.latency_sum!r}")
+            lines.append(f"{name}_sum{{{labels}}} {latency_sum!r}")
             lines.append(f"{name}_count{{{labels}}} {count}")
         lines.append("")
         return "\n".join(lines).encode()

@@ -13,8 +13,9 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from ssl import SSLContext
 
-from mesh.config import ListenerConfig, ServiceConfig, split_address
+from mesh.config import ListenerConfig, OutlierConfig, ServiceConfig, UpstreamTLS, split_address
 from mesh.metrics import MeshMetrics, VersionStats
 
 # A schedule longer than this is scaled down; the split then tracks the weights to
@@ -23,38 +24,93 @@ _MAX_SCHEDULE = 10_000
 
 
 class Endpoint:
-    """One upstream address; identity is the pool key."""
+    """One upstream address; identity is the pool key. Also holds what passive health
+    checking learns about it, so that survives routing changes."""
 
-    __slots__ = ("address", "host", "port")
+    __slots__ = ("active", "address", "ejected_until", "ejections", "failures", "host", "port")
 
     def __init__(self, address: str) -> None:
         self.address = address
         self.host, self.port = split_address(address)
+        self.active = 0  # requests in flight, for least-requests
+        self.failures = 0  # consecutive
+        self.ejected_until = 0.0  # loop time
+        self.ejections = 0
+
+
+# An endpoint ejected again and again stays out at most this long.
+_MAX_EJECTION = 300.0
 
 
 class VersionRoute:
     """One version of one service, with everything the hot path needs precomputed."""
 
-    __slots__ = ("_rr", "endpoints", "name", "response_header", "stats", "sticky_header")
+    __slots__ = ("_rr", "endpoints", "least_requests", "name", "only", "outlier",
+                 "response_header", "server_hostname", "service", "ssl", "stats",
+                 "sticky_header")
 
     def __init__(
         self, service: str, name: str, endpoints: list[Endpoint], stats: VersionStats,
-        sticky_header: bytes,
+        sticky_header: bytes, *, least_requests: bool = False,
+        outlier: OutlierConfig | None = None, ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
+        # mTLS to the endpoints: the context, and the service name their certificate
+        # must carry (checked as the TLS server name).
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.service = service
         self.name = name
         self.endpoints = tuple(endpoints)
+        # The endpoint when there is just one: the hot path skips choosing.
+        self.only = self.endpoints[0] if len(self.endpoints) == 1 else None
         self.stats = stats
         self.response_header = b"x-canaryctl-version: " + name.encode() + b"\r\n"
         self.sticky_header = sticky_header
+        self.least_requests = least_requests
+        self.outlier = outlier or OutlierConfig()
         self._rr = 0
 
-    def next_endpoint(self) -> Endpoint:
+    def next_endpoint(self, now: float = 0.0, avoid: Endpoint | None = None) -> Endpoint:
+        """Round robin (or fewest requests in flight) over the endpoints not ejected
+        and not `avoid` (the one a retry moves away from); if none is left, any."""
         eps = self.endpoints
-        if len(eps) == 1:
+        n = len(eps)
+        if n == 1:
             return eps[0]
-        i = self._rr
-        self._rr = (i + 1) % len(eps)
-        return eps[i]
+        start = self._rr
+        self._rr = (start + 1) % n
+        best: Endpoint | None = None
+        for k in range(n):
+            ep = eps[(start + k) % n]
+            if ep is avoid or ep.ejected_until > now:
+                continue
+            if not self.least_requests:
+                return ep
+            if best is None or ep.active < best.active:
+                best = ep
+        if best is not None:
+            return best
+        for k in range(n):
+            ep = eps[(start + k) % n]
+            if ep is not avoid:
+                return ep
+        return eps[start]
+
+    def endpoint_failed(self, ep: Endpoint, now: float) -> bool:
+        """Counts a failure; True when it ejected the endpoint."""
+        ep.failures += 1
+        rule = self.outlier
+        if ep.failures < rule.consecutive_failures or ep.ejected_until > now:
+            return False
+        eps = self.endpoints
+        out = sum(1 for e in eps if e.ejected_until > now)
+        if (out + 1) * 100 > rule.max_ejected_percent * len(eps):
+            return False
+        ep.ejected_until = now + min(_MAX_EJECTION, rule.eject_seconds * 2 ** ep.ejections)
+        ep.ejections += 1
+        ep.failures = 0
+        return True
 
 
 def smooth_schedule(weights: list[int]) -> list[int]:
@@ -117,12 +173,20 @@ class ServiceRoute:
     """One service's versions and its current weights."""
 
     __slots__ = (
-        "_cursor", "_schedule", "config", "cookie_rules", "header_rules", "hosts", "name",
-        "path_prefix", "sticky_cookie", "versions", "wants_cookies",
+        "_cursor", "_length", "_mirror_credit", "_schedule", "by_weight_only", "config",
+        "cookie_rules", "header_rules", "hosts", "mirror", "mirror_percent", "name",
+        "path_prefix", "retries", "sticky_cookie", "versions", "wants_cookies",
     )
 
-    def __init__(self, config: ServiceConfig, versions: dict[str, VersionRoute]) -> None:
+    def __init__(
+        self, config: ServiceConfig, versions: dict[str, VersionRoute],
+        mirror: VersionRoute | None = None,
+    ) -> None:
         self.config = config
+        self.mirror = mirror
+        self.mirror_percent = config.mirror.percent if config.mirror is not None else 0.0
+        self._mirror_credit = 0.0
+        self.retries = config.retries
         self.name = config.name
         self.versions = versions
         self.hosts = frozenset(h.lower().encode() for h in config.hosts)
@@ -137,9 +201,12 @@ class ServiceRoute:
         )
         self.sticky_cookie = config.sticky.cookie if config.sticky else None
         self.wants_cookies = bool(self.cookie_rules) or self.sticky_cookie is not None
+        # No rule, no cookie: the hot path may call pick() directly.
+        self.by_weight_only = not self.header_rules and not self.wants_cookies
         ordered = [versions[v.name] for v in config.versions]
         schedule = smooth_schedule([v.weight for v in config.versions])
         self._schedule = tuple(ordered[i] for i in schedule)
+        self._length = len(self._schedule)
         # A random phase keeps several proxies with the same weights from sending
         # their canary requests in lockstep.
         self._cursor = random.randrange(len(self._schedule))
@@ -147,10 +214,20 @@ class ServiceRoute:
     def weights(self) -> dict[str, int]:
         return self.config.weights()
 
+    def mirror_next(self) -> bool:
+        """Whether this request is copied to the mirror: exactly `percent` of requests,
+        spread evenly (a credit counter, not a coin toss)."""
+        credit = self._mirror_credit + self.mirror_percent
+        if credit >= 100.0:
+            self._mirror_credit = credit - 100.0
+            return True
+        self._mirror_credit = credit
+        return False
+
     def pick(self) -> VersionRoute:
         i = self._cursor
         n = i + 1
-        self._cursor = n if n < len(self._schedule) else 0
+        self._cursor = n if n < self._length else 0
         return self._schedule[i]
 
     def choose(
@@ -228,22 +305,53 @@ class RouteTable:
         return None
 
 
+EndpointOf = Callable[[str, str], Endpoint]  # (address, pool key suffix) -> Endpoint
+TlsOf = Callable[[UpstreamTLS], SSLContext]
+
+
 def build_service(
     config: ServiceConfig,
     metrics: MeshMetrics,
-    endpoint_of: Callable[[str], Endpoint],
+    endpoint_of: EndpointOf,
+    tls_of: TlsOf | None = None,
 ) -> ServiceRoute:
-    versions = {
-        v.name: VersionRoute(
-            config.name, v.name, [endpoint_of(a) for a in v.endpoints],
+    least = config.balance == "least_requests"
+    versions: dict[str, VersionRoute] = {}
+    for v in config.versions:
+        ctx = None
+        hostname = None
+        suffix = ""
+        if v.tls is not None and tls_of is not None:
+            ctx = tls_of(v.tls)
+            hostname = v.tls.service
+            # Connections are pooled per identity pair: a connection opened with one
+            # client certificate must never carry a request configured with another.
+            suffix = f"|tls:{hostname}|{v.tls.cert}|{v.tls.ca}"
+        versions[v.name] = VersionRoute(
+            config.name, v.name, [endpoint_of(a, suffix) for a in v.endpoints],
             metrics.stats_for(config.name, v.name), sticky_header(config, v.name),
+            least_requests=least, outlier=config.outlier, ssl=ctx, server_hostname=hostname,
         )
-        for v in config.versions
-    }
-    return ServiceRoute(config, versions)
+    mirror = None
+    if config.mirror is not None:
+        target = versions[config.mirror.version]
+        # Counted apart from the version's own traffic, which the judge compares.
+        mirror = VersionRoute(
+            config.name, target.name, list(target.endpoints),
+            metrics.stats_for(config.name, mirror_key(target.name)), b"",
+            least_requests=least, outlier=config.outlier, ssl=target.ssl,
+            server_hostname=target.server_hostname,
+        )
+    return ServiceRoute(config, versions, mirror)
+
+
+def mirror_key(version: str) -> str:
+    """The metrics label of a version's mirrored traffic (no version name has ':')."""
+    return f"mirror:{version}"
 
 
 def build_table(
-    listener: ListenerConfig, metrics: MeshMetrics, endpoint_of: Callable[[str], Endpoint]
+    listener: ListenerConfig, metrics: MeshMetrics, endpoint_of: EndpointOf,
+    tls_of: TlsOf | None = None,
 ) -> RouteTable:
-    return RouteTable([build_service(s, metrics, endpoint_of) for s in listener.services])
+    return RouteTable([build_service(s, metrics, endpoint_of, tls_of) for s in listener.services])

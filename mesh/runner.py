@@ -32,15 +32,21 @@ def print_ready(info: dict[str, Any]) -> None:
 
 
 async def serve(
-    config: MeshConfig, token: str | None, ready: Callable[[dict[str, Any]], None]
+    config: MeshConfig, token: str | None, ready: Callable[[dict[str, Any]], None],
+    *, workers: int = 1, config_path: str | None = None,
 ) -> None:
-    server = MeshServer(config, token)
+    server = MeshServer(config, token, workers=workers, config_path=config_path)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    if config_path is not None:
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: loop.create_task(server.reload()) and None
+            )
     try:
         ready(server.ready_info())
         await stop.wait()
@@ -49,10 +55,13 @@ async def serve(
 
 
 def run(config: MeshConfig, token: str | None,
-        ready: Callable[[dict[str, Any]], None] = print_ready) -> None:
-    """Blocks until the proxy is told to stop; raises MeshError when it cannot start."""
+        ready: Callable[[dict[str, Any]], None] = print_ready, *, workers: int = 1,
+        config_path: str | None = None) -> None:
+    """Blocks until the proxy is told to stop; raises MeshError when it cannot start.
+    `config_path`: the file to reload on SIGHUP or when it changes."""
     loop = new_event_loop()
     try:
-        loop.run_until_complete(serve(config, token, ready))
+        loop.run_until_complete(
+            serve(config, token, ready, workers=workers, config_path=config_path))
     finally:
         loop.close()

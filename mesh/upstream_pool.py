@@ -42,9 +42,14 @@ class UpstreamPool(Generic[C]):
         return None
 
     def give_back(self, conn: C, now: float) -> None:
-        if not conn.usable:
-            return
-        idle = self._idle.setdefault(conn.endpoint, [])
+        if conn.usable:
+            self.put(conn, now)
+
+    def put(self, conn: C, now: float) -> None:
+        """give_back() for a connection known to be open (it just finished a response)."""
+        idle = self._idle.get(conn.endpoint)
+        if idle is None:
+            idle = self._idle[conn.endpoint] = []
         if len(idle) >= self._max_idle:
             conn.close()
             return

@@ -9,6 +9,11 @@ so tests can see keep-alive reuse from the upstream's side. Paths steer it:
   /close          answer with `connection: close` and close
   /reset          close the connection without answering
   /big?bytes=N    answer with an N-byte body
+  /hold...        stop reading the body until the test calls release()
+  /stream?bytes=N answer with an N-byte body written in 256 KiB pieces as the socket
+                  drains (flow control), so big downloads cost the upstream no memory
+  Upgrade: ...    answered 101; from then on the connection echoes what it receives,
+                  prefixed with "echo:" per read
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 import httptools
@@ -34,6 +39,18 @@ class MeshUpstream:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.seen: list[dict[str, object]] = []
+        # Requests whose path starts with /hold stop being read after their head until
+        # release(): a slow consumer, so a test can see backpressure reach the client.
+        self.held: list[asyncio.Transport] = []
+
+    def release(self) -> None:
+        for transport in self.held:
+            transport.resume_reading()
+        self.held.clear()
+
+    def paused_writers(self) -> int:
+        """Connections whose writes are paused: the proxy stopped reading them."""
+        return sum(1 for c in _Conn.live.get(self, set()) if not c.writable.is_set())
 
     async def start(self) -> MeshUpstream:
         loop = asyncio.get_running_loop()
@@ -64,6 +81,15 @@ class _Conn(asyncio.Protocol):
         self.url = b""
         self.body = hashlib.sha256()
         self.size = 0
+        self.tunnel = False
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -73,10 +99,26 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         _Conn.live.get(self.up, set()).discard(self)
+        self.writable.set()
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            self.transport.write(b"echo:" + data)
+            return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.up.requests += 1
+            self.tunnel = True
+            upgrade = dict(self.headers).get("upgrade", "")
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\n"
+                b"upgrade: " + upgrade.encode() + b"\r\nx-upstream: " + self.up.name.encode()
+                + b"\r\n\r\n"
+            )
+            rest = data[int(exc.args[0]):]
+            if rest:
+                self.transport.write(b"echo:" + rest)
         except httptools.HttpParserError:
             self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
             self.transport.close()
@@ -96,6 +138,9 @@ class _Conn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if ("expect", "100-continue") in self.headers:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.url.startswith(b"/hold"):
+            self.transport.pause_reading()
+            self.up.held.append(self.transport)
 
     def on_body(self, body: bytes) -> None:
         self.body.update(body)
@@ -131,6 +176,9 @@ class _Conn(asyncio.Protocol):
         if path == "/reset":
             self.transport.abort()
             return
+        if path == "/stream":
+            await self._stream(int(query.get("bytes", "0")))
+            return
         status = 200
         if path.startswith("/status/"):
             status = int(path.rsplit("/", 1)[1])
@@ -158,6 +206,20 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
+    async def _stream(self, size: int) -> None:
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nx-upstream: %s\r\n\r\n"
+            % (size, self.up.name.encode())
+        )
+        piece = b"s" * (256 * 1024)
+        left = size
+        while left > 0 and not self.transport.is_closing():
+            await self.writable.wait()
+            n = min(left, len(piece))
+            self.transport.write(piece if n == len(piece) else piece[:n])
+            left -= n
+
+
 class Reply:
     def __init__(self) -> None:
         self.status = 0
@@ -172,7 +234,7 @@ class Reply:
                 return v
         return None
 
-    def json(self) -> dict[str, object]:
+    def json(self) -> dict[str, Any]:
         return json.loads(self.body)  # type: ignore[no-any-return]
 
 
@@ -186,6 +248,7 @@ class RawHttp:
         self._replies: list[Reply] = []
         self._current = Reply()
         self._head_only = False
+        self.leftover = b""
         self.parser = httptools.HttpResponseParser(self)
 
     @staticmethod
@@ -229,7 +292,12 @@ class RawHttp:
                 data = await self.reader.read(65536)
                 if not data:
                     raise ConnectionError("connection closed before a full reply")
-                self.parser.feed_data(data)
+                try:
+                    self.parser.feed_data(data)
+                except httptools.HttpParserUpgrade as exc:
+                    # A 101: what follows is not HTTP; keep it for the caller.
+                    self.leftover = data[int(exc.args[0]):]
+                    self.parser = httptools.HttpResponseParser(self)
                 if head and self._replies:
                     self.parser = httptools.HttpResponseParser(self)
         return self._replies.pop(0)
@@ -258,7 +326,7 @@ TOKEN = "test-token-0123456789"
 
 def mesh_config(
     versions: dict[str, list[str]], weights: dict[str, int], **service: object
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """A one-listener, one-service config on free ports, as the YAML would hold it."""
     return {
         "listeners": [{
@@ -277,10 +345,66 @@ def mesh_config(
     }
 
 
-async def start_mesh(config: dict[str, object]):  # type: ignore[no-untyped-def]
+async def start_mesh(config: dict[str, Any]):  # type: ignore[no-untyped-def]
     from mesh.config import parse_config
     from mesh.server import MeshServer
 
     server = MeshServer(parse_config(config, "test"), TOKEN)
     await server.start()
     return server
+
+
+class MeshProcess:
+    """`python -m mesh` as a child process (needed for --workers and signals)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, ready: dict[str, Any]) -> None:
+        self.proc = proc
+        self.ready = ready
+        self.stderr = b""
+
+    @property
+    def address(self) -> str:
+        return str(self.ready["listeners"][0])
+
+    @property
+    def admin_url(self) -> str:
+        return str(self.ready["admin_url"])
+
+    @staticmethod
+    async def start(config: dict[str, Any], workdir: str, *args: str) -> MeshProcess:
+        import os
+        import sys
+
+        import yaml
+
+        path = os.path.join(workdir, "mesh.yaml")
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(config, f)
+        token = os.path.join(workdir, "token")
+        with open(token, "w", encoding="utf-8") as f:
+            f.write(TOKEN)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mesh", "--config", path, "--admin-token-file", token, *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        if not line:
+            err = await proc.stderr.read() if proc.stderr else b""
+            raise RuntimeError(f"mesh did not start: {err.decode(errors='replace')}")
+        return MeshProcess(proc, json.loads(line))
+
+    async def stop(self) -> int:
+        import signal
+
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            code = await self.proc.wait()
+        if self.proc.stderr is not None:
+            self.stderr = await self.proc.stderr.read()
+        return code

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from tests.test_mesh_proxy import run
 
 
 def _query(kind: str, version: str, window: Window) -> MetricQuery:
-    scope = "canary" if version == "canary" else "baseline"
+    scope: Literal["baseline", "canary"] = "canary" if version == "canary" else "baseline"
     return MetricQuery(metric=kind, query=kind, scope=scope, service="web",
                        version=version, window=window)
 
