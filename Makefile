@@ -22,8 +22,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The default demo's canary is bad: `canaryctl demo` exits 1 after rolling it back, which
+# is the demo working; any other failure still fails make.
 demo: $(VENV)/.installed
-	$(BIN)/canaryctl demo
+	$(BIN)/canaryctl demo || test $$? -eq 1
 
 # Lint and types first: a change that breaks `mypy --strict` or ruff does not land.
 test: $(VENV)/.installed-test lint
