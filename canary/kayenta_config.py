@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from analysis.metric_config import Direction, EffectSize, MetricConfig, Thresholds
 from analysis.metric_data import MetricData, MetricPair, Series
 from canary.input_error import InputError
+from canary.spec_loader import format_loc
 
 
 class _Lenient(BaseModel):
@@ -176,16 +177,6 @@ def metric_pairs(pairs: Sequence[KayentaMetricSetPair]) -> dict[str, MetricPair]
 # -- reading files ----------------------------------------------------------------------
 
 
-def _path(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out
-
-
 def _describe(err: Any) -> str:
     kind, msg = err.get("type", ""), str(err.get("msg", "invalid value"))
     if kind == "missing":
@@ -200,7 +191,7 @@ def _describe(err: Any) -> str:
 
 def _invalid(source: str, exc: ValidationError, strip: int = 0) -> InputError:
     err = exc.errors()[0]
-    return InputError(source, _path(tuple(err["loc"])[strip:]), _describe(err))
+    return InputError(source, format_loc(tuple(err["loc"])[strip:]), _describe(err))
 
 
 def read_json(path: str | Path) -> Any:
@@ -249,7 +240,6 @@ def _own_analysis_spec(
     from pydantic import ValidationError
 
     from canary.spec import AnalysisSpec
-    from canary.spec_loader import format_loc
 
     prefix: tuple[str, ...] = ()
     if isinstance(data, dict) and data.get("kind") == "Rollout":
