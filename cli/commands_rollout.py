@@ -113,8 +113,9 @@ def resume(
     fmt: Format = "text",
 ) -> None:
     """Resume a paused rollout, or continue one whose controller stopped (crash, Ctrl-C)."""
+    from canary.rollout_lock import RolloutLock
     from canary.spec import Rollout
-    from cli.rollout_runner import RolloutLock, RunOptions, execute, loaded, state_dir_option
+    from cli.rollout_runner import RunOptions, execute, loaded, state_dir_option
 
     as_json = _check_format(fmt)
     store = _store(state_dir)
@@ -122,10 +123,10 @@ def resume(
     if rec.terminal:
         raise _fail(f"rollout {name!r} already ended: {rec.phase}", exit_codes.INVALID_INPUT)
     directory = state_dir_option(state_dir)
-    try:
-        with RolloutLock(directory, name):
-            pass
-    except Exception:
+    lock = RolloutLock(directory, name)
+    if lock.acquire():
+        lock.release()
+    else:
         # A controller is running it: ask that one to resume.
         store.send_command(name, "resume")
         print(f"{name}: resume sent to the running controller")

@@ -4,7 +4,6 @@ exit code pipelines read."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import signal
@@ -13,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 from canary.controller import Controller, OperationalError, spec_hash
 from canary.input_error import InputError
 from canary.report_files import write_reports
+from canary.rollout_lock import RolloutLock
 from canary.rollout_setup import make_judge, make_providers, mesh_token
 from canary.spec import Rollout
 from canary.store import RolloutRecord, Store
@@ -36,34 +36,6 @@ class RunOptions:
     # On Ctrl-C: ask whether to abort or leave the rollout to resume later; the demo,
     # whose world ends with the command, always aborts.
     on_interrupt: Literal["ask", "abort"] = "ask"
-
-
-class RolloutLock:
-    """One controller per rollout: an flock the kernel releases when the process dies,
-    so a SIGKILLed run never blocks the run that resumes it."""
-
-    def __init__(self, state_dir: Path, name: str) -> None:
-        lock_dir = state_dir / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        self.path = lock_dir / f"{name}.lock"
-        self._file: IO[str] | None = None
-
-    def __enter__(self) -> RolloutLock:
-        f = open(self.path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            raise OperationalError(
-                f"rollout is being run by another canaryctl process (lock {self.path})"
-            ) from None
-        self._file = f
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
 
 
 def ask_abort_or_leave() -> bool:

@@ -9,13 +9,12 @@ controller) and answers for all of them.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from canary.api.analysis_job import AnalysisBody, Job, build_job, run_job
 from canary.api.run_store import RunKind, RunRecord, RunStatus, RunStore
@@ -39,33 +38,6 @@ class RolloutStatus:
     status: RunStatus
     progress: str
     record: RolloutRecord | None
-
-
-class _Lock:
-    """The same per-rollout flock `canaryctl run` takes, so a rollout never has two
-    controllers, whichever process started it."""
-
-    def __init__(self, state_dir: Path, name: str) -> None:
-        lock_dir = state_dir / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        self.path = lock_dir / f"{name}.lock"
-        self._file: IO[str] | None = None
-
-    def acquire(self) -> bool:
-        f = open(self.path, "a+")  # noqa: SIM115 (held for the rollout's life)
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            return False
-        self._file = f
-        return True
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
 
 
 Notifier = Callable[[str, str, str, Mapping[str, Any]], None]
@@ -214,6 +186,7 @@ class RunManager:
     async def _start_rollout(self, data: Any, source: str) -> str:
         from canary.controller import Controller, spec_hash
         from canary.hooks import build_hooks
+        from canary.rollout_lock import RolloutLock
         from canary.rollout_setup import make_judge, make_providers, mesh_token
         from canary.spec_loader import validate_rollout
         from canary.traffic_router import MeshRouter
@@ -229,7 +202,7 @@ class RunManager:
         token = mesh_token(rollout.spec.mesh, "request")
         hooks = build_hooks(rollout, "request", checksum=spec_hash(rollout))
         providers = make_providers(rollout, "request", token)
-        lock = _Lock(self.state_dir, name)
+        lock = RolloutLock(self.state_dir, name)
         if not lock.acquire():
             raise Conflict(f"rollout {name} is being run by another canaryctl process")
         router = MeshRouter(rollout.spec.mesh.admin, token, rollout.spec.service)
