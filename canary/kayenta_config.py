@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from analysis.metric_config import Direction, EffectSize, MetricConfig, Thresholds
 from analysis.metric_data import MetricData, MetricPair, Series
 from canary.input_error import InputError
-from canary.spec_loader import format_loc
+from canary.spec_loader import format_loc, parse_yaml
 
 
 class _Lenient(BaseModel):
@@ -227,7 +227,8 @@ def load_analysis_config(
     none) from a Kayenta canary config, or from canaryctl's own analysis spec: a whole
     Rollout (its `spec.analysis`) or the `analysis` mapping alone."""
     p = Path(path)
-    data = read_json(p) if p.suffix.lower() == ".json" else _read_any(p)
+    # JSON is valid YAML, so the YAML reader takes both spellings of a config.
+    data = read_json(p) if p.suffix.lower() == ".json" else parse_yaml(p)[0]
     if is_kayenta_config(data):
         config = parse_kayenta_config(data, str(p))
         return metric_configs(config), group_weights(config), thresholds(config)
@@ -256,22 +257,6 @@ def _own_analysis_spec(
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         raise InputError(source, format_loc((*prefix, *err["loc"])), msg) from None
     return spec.metric_configs(), dict(spec.group_weights), spec.score_thresholds()
-
-
-def _read_any(p: Path) -> Any:
-    # JSON is valid YAML, so a YAML reader accepts both spellings of a config.
-    import yaml
-
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(str(p), "", f"cannot read file ({exc.strerror or exc})") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(str(p), "", "invalid YAML/JSON",
-                         None if mark is None else mark.line + 1) from exc
 
 
 def load_metric_set_pairs(

@@ -18,21 +18,10 @@ from canary.input_error import InputError
 
 def load_metrics_accounts(path: Path) -> dict[str, dict[str, Any]]:
     """Validated provider settings by account name; raises InputError."""
-    import yaml
-
-    from canary.spec_loader import format_loc
+    from canary.spec_loader import format_loc, parse_yaml
     from providers.settings import parse_provider_settings
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(str(path), "", f"cannot read file ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(str(path), "", "invalid YAML",
-                         None if mark is None else mark.line + 1) from None
+    data, _ = parse_yaml(path)
     if isinstance(data, dict) and set(data) == {"providers"}:
         # A rollout spec's providers section pasted with its key is fine too.
         data = data["providers"]
