@@ -19,6 +19,7 @@ from canary.hooks import RolloutHooks, build_hooks
 from canary.input_error import InputError, InputErrors
 from canary.spec import Rollout
 from canary.spec_loader import validate_rollout
+from tests.fakes.loopback_server import serve_loopback, stop_loopback
 
 
 @dataclass
@@ -41,36 +42,26 @@ class Receiver:
     server: ThreadingHTTPServer | None = None
 
     def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                time.sleep(receiver.delays.get(self.path, 0.0))
-                with receiver.lock:
-                    codes = receiver.script.get(self.path, [200])
-                    code = codes.pop(0) if len(codes) > 1 else codes[0]
-                    receiver.calls.append(Call(self.path, body, time.time(), code))
-                payload = b'{"ok": true}'
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, _ = serve_loopback(self._handle, keep_alive=False)
         return self
 
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        body = json.loads(h.rfile.read(length) or b"{}")
+        time.sleep(self.delays.get(h.path, 0.0))
+        with self.lock:
+            codes = self.script.get(h.path, [200])
+            code = codes.pop(0) if len(codes) > 1 else codes[0]
+            self.calls.append(Call(h.path, body, time.time(), code))
+        payload = b'{"ok": true}'
+        h.send_response(code)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
+
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        stop_loopback(self.server)
 
     @property
     def url(self) -> str:

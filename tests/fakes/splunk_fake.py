@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from xml.sax.saxutils import escape
 
+from tests.fakes.loopback_server import serve_loopback, stop_loopback
+
 ATOM_NS = "http://www.w3.org/2005/Atom"
 S_NS = "http://dev.splunk.com/ns/rest"
 V2_SINCE = (9, 0, 2)
@@ -92,35 +94,11 @@ class SplunkFake:
     # --- lifecycle ---
 
     def start(self) -> str:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                fake._handle(self)
-
-            def do_POST(self) -> None:
-                fake._handle(self)
-
-            def do_DELETE(self) -> None:
-                fake._handle(self)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server, self.url = serve_loopback(self._handle)
         return self.url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_loopback(self._server)
 
     @property
     def v2(self) -> bool:
